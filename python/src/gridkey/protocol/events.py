@@ -1,0 +1,80 @@
+"""Events the state machines hand back to their adapters (h11/aioquic style: data in, events out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import AbortReason, DropReason
+from .keyschedule import EpochKeys
+
+
+class Event:
+    """Base class of everything ``receive``/``tick`` return."""
+
+
+@dataclass(frozen=True)
+class Send(Event):
+    """A member message for the coordinator."""
+
+    data: bytes
+    round: int  # 1, 2 or 3 (confirm)
+
+
+@dataclass(frozen=True)
+class Broadcast(Event):
+    """A coordinator message for every member of the session (start, bundle, commit, abort)."""
+
+    data: bytes
+    kind: str  # "start" | "bundle1" | "bundle2" | "commit" | "abort"
+
+
+@dataclass(frozen=True)
+class Dropped(Event):
+    """An incoming message was ignored; the session goes on."""
+
+    reason: DropReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RoundComplete(Event):
+    round: int
+
+
+@dataclass(frozen=True)
+class KeysNeeded(Event):
+    """The member cannot verify peers it has no certificate for; fetch them and feed Start again."""
+
+    kids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, repr=False)
+class KeyEstablished(Event):
+    """Member side: this epoch is committed and its keys are ready."""
+
+    keys: EpochKeys
+
+    def __repr__(self) -> str:
+        return f"KeyEstablished({self.keys!r})"
+
+
+@dataclass(frozen=True)
+class Committed(Event):
+    """Coordinator side: every member confirmed the same key id (the coordinator never sees the key)."""
+
+    group_id: str
+    epoch: int
+    sid: bytes
+    key_id: bytes
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Aborted(Event):
+    """The session ended without a key. ``excluded`` lists members that missed the deadline."""
+
+    reason: AbortReason
+    epoch: int
+    sid: bytes
+    excluded: tuple[str, ...] = ()
+    detail: str = ""
