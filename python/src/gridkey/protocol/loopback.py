@@ -8,6 +8,7 @@ tampers, extra items inject).
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -104,8 +105,12 @@ class Loopback:
         attempt: int = 0,
         epoch: int | None = None,
         offline: Sequence[str] = (),
+        shuffle: random.Random | None = None,
     ) -> RunResult:
-        """Run one negotiation to completion (or to its deadline) and report what happened."""
+        """Run one negotiation to completion (or to its deadline) and report what happened.
+
+        ``shuffle`` delivers in-flight messages in a random order instead of FIFO (reordering).
+        """
         ids = list(participants) if participants is not None else list(self.identities)
         self.epoch = epoch if epoch is not None else self.epoch + 1
         pt = time.process_time_ns
@@ -144,6 +149,8 @@ class Loopback:
 
         broadcast(cs.start_message, "start")
         while queue:
+            if shuffle is not None:
+                queue.rotate(-shuffle.randrange(len(queue)))
             dest, data = queue.popleft()
             if dest == "":
                 t0 = pt()

@@ -1,0 +1,1 @@
+"""Benchmark support: baseline group-key schemes GridKey is compared against (never used by the protocol)."""
