@@ -84,7 +84,7 @@ def run_bd(suite: Suite, n: int, mode: Mode, repeat: int, seed: int) -> Row:
         coord.append(res.coordinator_cpu_ns)
         msg_max = max(msg_max, max(res.member_msg_sizes))
         total = res.bytes_to_coordinator + res.bytes_from_coordinator
-    floor = member_floor_ms(suite, n, mode)
+    floor = member_floor_ms(suite, n, mode, repeat=max(7, 3 * repeat))
     med = statistics.median(cpu) / 1e6
     return Row(
         scheme="bd-e2e" if mode == Mode.E2E else "bd-attested",

@@ -11,7 +11,6 @@ in end-to-end mode. The test suite cross-checks this module against ``cwt`` in b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 
 import cbor2
@@ -25,13 +24,20 @@ HDR_ALG = 1
 HDR_KID = 4
 
 
-@dataclass(frozen=True, slots=True)
 class Sign1:
-    protected: bytes
-    alg: int
-    kid: bytes
-    payload: bytes
-    signature: bytes
+    """A parsed COSE_Sign1 (a plain slotted class: it is built n times per bundle)."""
+
+    __slots__ = ("alg", "kid", "payload", "protected", "signature")
+
+    def __init__(self, protected: bytes, alg: int, kid: bytes, payload: bytes, signature: bytes) -> None:
+        self.protected = protected
+        self.alg = alg
+        self.kid = kid
+        self.payload = payload
+        self.signature = signature
+
+    def __repr__(self) -> str:
+        return f"Sign1(alg={self.alg}, kid={self.kid.hex()}, payload={len(self.payload)} bytes)"
 
     def to_be_signed(self, external_aad: bytes = b"") -> bytes:
         return sig_structure(self.protected, external_aad, self.payload)
@@ -85,9 +91,10 @@ def parse_sign1(data: bytes, *, max_size: int) -> Sign1:
     The profile fixes every byte around the payload, so the envelope is matched against its one
     deterministic encoding instead of walking it generically (this runs n times per bundle).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError("expected bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError("expected bytes")
+        data = bytes(data)
     if len(data) > max_size:
         raise DecodeError(f"message too large ({len(data)} > {max_size} bytes)")
     alg = _PREFIXES.get(data[:_PREFIX_LEN])

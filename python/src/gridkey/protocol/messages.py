@@ -319,6 +319,11 @@ for _cls in MESSAGE_CLASSES.values():
     _cls.FLAT = all(typ in (int, bytes, str) for _, typ in _cls.SCHEMA)
 
 
+def member_payload_prefix(mtype: MsgType, sid: bytes, epoch: int, idx: int) -> bytes:
+    """Payload bytes of a Round1/Round2 up to its element's byte-string head (exclusive)."""
+    return cbor.dumps({1: int(mtype), 2: sid, 3: epoch, 4: idx, 5: b""})[:-1]  # drop the empty bstr
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """A parsed (not yet verified) signed message: the COSE layer plus its decoded payload."""
