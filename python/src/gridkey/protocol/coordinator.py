@@ -31,7 +31,7 @@ from ..crypto.rng import system_rng
 from ..crypto.signatures import SigningKey, VerifyKey
 from ..crypto.suite import Suite
 from .errors import AbortReason, DecodeError, DropReason
-from .events import Aborted, Broadcast, Committed, Dropped, Event, RoundComplete
+from .events import Aborted, Accepted, Broadcast, Committed, Dropped, Event, RoundComplete
 from .keyschedule import compute_sid, round1_hash, transcript_hash
 from .messages import (
     MEMBER_MSG_MAX,
@@ -193,9 +193,10 @@ class CoordinatorSession:
         slot[member.idx] = env
         if isinstance(msg, Round1):
             self._seen_z.add(msg.z)
+        accepted = Accepted(rnd, member.idx, env.raw)
         if len(slot) < self.n:
-            return []
-        return self._complete_round(rnd)
+            return [accepted]
+        return [accepted, *self._complete_round(rnd)]
 
     def tick(self, now: int) -> list[Event]:
         """Advance time: past the deadline, abort and name the members that did not answer."""

@@ -37,6 +37,15 @@ class Dropped(Event):
 
 
 @dataclass(frozen=True)
+class Accepted(Event):
+    """Coordinator side: a member message was verified and stored in its slot (persist it)."""
+
+    round: int
+    idx: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class RoundComplete(Event):
     round: int
 

@@ -1,0 +1,18 @@
+"""Gateway settings, with the embedded defaults `gridkey serve` starts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    session_timeout_ms: int = 10_000  # a negotiation that has not committed by then is aborted
+    join_window_ms: int = 300  # joins arriving within this window share one rekey
+    default_suite: str = "GK1"
+    default_mode: int = 0  # 0 end-to-end, 1 gateway-attested
+    max_group_size: int = 1024
+    tick_interval_ms: int = 200  # deadlines, batched joins and periodic rekeys are checked this often
+    event_retention: int = 20_000  # events kept for late observers and SSE replays
+    data_retention: int = 5_000  # relayed group data messages kept per group
+    max_request_skew_ms: int = 300_000  # signed meter requests (enrol, rejoin) must be this fresh

@@ -1,0 +1,1179 @@
+"""The coordinator service: meters, groups, membership, sessions, rekey policy, audit, events.
+
+Every operation is one database transaction, and all session state lives in the store, so any
+replica can serve any request and a killed process loses nothing: the next one (or another
+replica) loads the session from its rows and carries on. The service never holds a group key:
+it runs :class:`~gridkey.protocol.coordinator.CoordinatorSession`, which only relays and checks.
+
+Rekey policy: a join, leave, revoke, manual request or elapsed rekey interval becomes a *pending
+change*; a group with pending changes and no live session starts a new epoch. Joins wait up to
+``join_window_ms`` so that a burst of joins shares one rekey; a leave or revoke cancels a live
+session that still includes the removed meter and starts again without it at once. A session that
+times out names the meters that did not answer; they are marked *lagging* and the epoch restarts
+without them; a lagging meter comes back with a signed rejoin request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..crypto.rng import system_rng
+from ..crypto.signatures import VerifyKey
+from ..crypto.suite import SUITES, get_suite
+from ..protocol import groupdata
+from ..protocol.coordinator import CoordinatorSession
+from ..protocol.errors import AbortReason, DecodeError, DropReason, Rejected
+from ..protocol.events import Aborted, Accepted, Broadcast, Committed, Dropped
+from ..protocol.messages import ID_RE, MAX_GROUP_SIZE, MEMBER_MSG_MAX, Mode, decode
+from ..protocol.requests import parse_request, verify_request
+from ..store import Store
+from ..store.schema import (
+    epochs,
+    events,
+    group_data,
+    groups,
+    memberships,
+    meters,
+    pending_changes,
+    session_broadcasts,
+    session_messages,
+    sessions,
+)
+from . import audit
+from .config import GatewayConfig
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .hub import EventHub, GatewayEvent
+from .trust import Trust
+
+log = logging.getLogger(__name__)
+
+LIVE = ("round1", "round2", "confirm")
+MAX_ATTEMPTS = 5
+_FORBIDDEN_DROPS = {DropReason.NON_MEMBER, DropReason.BAD_SIGNATURE, DropReason.UNKNOWN_KEY}
+_CONFLICT_DROPS = {DropReason.OTHER_SESSION, DropReason.UNEXPECTED, DropReason.EQUIVOCATION}
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise Invalid(f"{what} must match {ID_RE.pattern}")
+    return value
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a member message: accepted, or dropped as a harmless duplicate."""
+
+    accepted: bool
+    reason: str = ""
+    state: str = ""
+
+
+class _Tx:
+    """One write transaction plus the events to publish once it has committed."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.events: list[GatewayEvent] = []
+
+
+class Gateway:
+    def __init__(
+        self,
+        store: Store,
+        trust: Trust,
+        config: GatewayConfig | None = None,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        rng=system_rng,
+        hub: EventHub | None = None,
+    ) -> None:
+        self.store = store
+        self.trust = trust
+        self.config = config or GatewayConfig()
+        self.clock = clock
+        self.rng = rng
+        self.hub = hub or EventHub()
+        self._sessions: dict[bytes, tuple[int, CoordinatorSession]] = {}
+        self._keys: dict[str, tuple[str, VerifyKey]] = {}  # meter id -> (fingerprint, key)
+        self._lock = threading.Lock()
+        self.counters: dict[str, int] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Tx]:
+        with self.store.write() as conn:
+            tx = _Tx(conn)
+            yield tx
+        for ev in tx.events:
+            self.hub.publish(ev)
+
+    def _emit(
+        self,
+        tx: _Tx,
+        kind: str,
+        *,
+        group_id: str | None = None,
+        meter_id: str | None = None,
+        data: bytes | None = None,
+        **body: Any,
+    ) -> None:
+        ts = self.clock()
+        text = json.dumps(body, sort_keys=True, default=str)
+        res = tx.conn.execute(
+            insert(events).values(
+                ts=ts, kind=kind, group_id=group_id, meter_id=meter_id, body=text, data=data
+            )
+        )
+        tx.events.append(GatewayEvent(res.inserted_primary_key[0], ts, kind, group_id, meter_id, body, data))
+
+    def _audit(self, tx: _Tx, actor: str, action: str, subject: str, **details: Any) -> None:
+        audit.append(
+            self.store, tx.conn, ts=self.clock(), actor=actor, action=action, subject=subject, **details
+        )
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _meter_key(self, row) -> VerifyKey:
+        with self._lock:
+            cached = self._keys.get(row.meter_id)
+        if cached and cached[0] == row.fingerprint:
+            return cached[1]
+        ident = self.trust.verify(row.cert_pem.encode(), self.clock())
+        with self._lock:
+            self._keys[row.meter_id] = (row.fingerprint, ident.key)
+        return ident.key
+
+    # --- meters -----------------------------------------------------------------------------
+
+    def enroll(self, cert_pem: bytes, *, actor: str) -> dict:
+        """Register a meter (or controller) certificate issued by the CA. Idempotent."""
+        now = self.clock()
+        ident = self.trust.verify(cert_pem, now)
+        if ident.role == "gateway":
+            raise Invalid("gateway certificates cannot be enrolled as group members")
+        pem = self._pem(cert_pem)
+        with self._tx() as tx:
+            row = tx.conn.execute(
+                self.store.locked(select(meters).where(meters.c.meter_id == ident.member_id))
+            ).first()
+            if row is not None:
+                if row.status == "revoked":
+                    raise Forbidden(f"meter {ident.member_id} is revoked")
+                if row.fingerprint == ident.fingerprint:
+                    return self._meter_dict(row)
+                tx.conn.execute(
+                    update(meters)
+                    .where(meters.c.meter_id == ident.member_id)
+                    .values(
+                        cert_pem=pem, kid=ident.kid, fingerprint=ident.fingerprint, serial=f"{ident.serial:x}"
+                    )
+                )
+                self._audit(tx, actor, "meter.rotate", ident.member_id, fingerprint=ident.fingerprint)
+            else:
+                other = tx.conn.execute(select(meters.c.meter_id).where(meters.c.kid == ident.kid)).first()
+                if other is not None:
+                    raise Conflict(f"this key is already enrolled as {other.meter_id}")
+                tx.conn.execute(
+                    insert(meters).values(
+                        meter_id=ident.member_id,
+                        role=ident.role,
+                        kid=ident.kid,
+                        cert_pem=pem,
+                        fingerprint=ident.fingerprint,
+                        serial=f"{ident.serial:x}",
+                        not_after=int(ident.not_after.timestamp() * 1000),
+                        status="active",
+                        enrolled_at=now,
+                    )
+                )
+                self._audit(tx, actor, "meter.enroll", ident.member_id, role=ident.role, kid=ident.kid.hex())
+            self._emit(tx, "meter.enrolled", meter_id=ident.member_id, role=ident.role, kid=ident.kid.hex())
+            row = tx.conn.execute(select(meters).where(meters.c.meter_id == ident.member_id)).one()
+            return self._meter_dict(row)
+
+    def enroll_signed(self, request: bytes) -> dict:
+        """Self-enrolment over CoAP: the request is signed by the key the certificate names."""
+        s1, req = self._parse_request(request, "enroll")
+        ident = self.trust.verify(req.cert_der or b"", self.clock())
+        if ident.member_id != req.meter_id or not verify_request(s1, ident.key):
+            raise Forbidden("enrolment request is not signed by the certificate's key")
+        return self.enroll(req.cert_der or b"", actor=f"meter:{req.meter_id}")
+
+    def _parse_request(self, request: bytes, kind: str):
+        try:
+            s1, req = parse_request(request)
+        except DecodeError as exc:
+            raise Invalid(f"malformed request: {exc}") from None
+        if req.kind != kind:
+            raise Invalid(f"expected a {kind} request")
+        if abs(self.clock() - req.ts) > self.config.max_request_skew_ms:
+            raise Forbidden("request timestamp outside the allowed clock skew")
+        return s1, req
+
+    @staticmethod
+    def _pem(cert: bytes) -> str:
+        from ..crypto.identity import cert_to_pem, load_certificate
+
+        return cert_to_pem(load_certificate(cert)).decode()
+
+    @staticmethod
+    def _meter_dict(row) -> dict:
+        return {
+            "meter_id": row.meter_id,
+            "role": row.role,
+            "kid": row.kid.hex(),
+            "fingerprint": row.fingerprint,
+            "serial": row.serial,
+            "not_after": row.not_after,
+            "status": row.status,
+            "enrolled_at": row.enrolled_at,
+            "revoked_at": row.revoked_at,
+            "revoke_reason": row.revoke_reason,
+        }
+
+    def list_meters(self, *, limit: int = 1000, after: str = "") -> list[dict]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(meters).where(meters.c.meter_id > after).order_by(meters.c.meter_id).limit(limit)
+            ).all()
+        return [self._meter_dict(r) for r in rows]
+
+    def get_meter(self, meter_id: str) -> dict:
+        _check_id(meter_id, "meter id")
+        with self.store.read() as conn:
+            row = conn.execute(select(meters).where(meters.c.meter_id == meter_id)).first()
+            if row is None:
+                raise NotFound(f"no meter {meter_id}")
+            groups_of = conn.execute(
+                select(memberships.c.group_id, memberships.c.status).where(
+                    and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed")
+                )
+            ).all()
+        out = self._meter_dict(row)
+        out["groups"] = [{"group_id": g.group_id, "status": g.status} for g in groups_of]
+        return out
+
+    def meter_cert(self, meter_id: str) -> str:
+        _check_id(meter_id, "meter id")
+        with self.store.read() as conn:
+            row = conn.execute(select(meters.c.cert_pem).where(meters.c.meter_id == meter_id)).first()
+        if row is None:
+            raise NotFound(f"no meter {meter_id}")
+        return row.cert_pem
+
+    def revoke(self, meter_id: str, *, reason: str = "keyCompromise", actor: str) -> dict:
+        """Revoke a meter: certificate, memberships, and an immediate rekey of every group without it."""
+        _check_id(meter_id, "meter id")
+        now = self.clock()
+        with self._tx() as tx:
+            row = tx.conn.execute(
+                self.store.locked(select(meters).where(meters.c.meter_id == meter_id))
+            ).first()
+            if row is None:
+                raise NotFound(f"no meter {meter_id}")
+            if row.status == "revoked":
+                return self._meter_dict(row)
+            try:
+                self.trust.revoke(int(row.serial, 16), now, reason)
+            except ValueError as exc:
+                raise Invalid(f"cannot revoke: {exc}") from None
+            tx.conn.execute(
+                update(meters)
+                .where(meters.c.meter_id == meter_id)
+                .values(status="revoked", revoked_at=now, revoke_reason=reason[:64])
+            )
+            affected = tx.conn.execute(
+                select(memberships.c.group_id).where(
+                    and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed")
+                )
+            ).all()
+            tx.conn.execute(
+                update(memberships)
+                .where(memberships.c.meter_id == meter_id)
+                .values(status="removed", removed_at=now)
+            )
+            self._audit(
+                tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected]
+            )
+            self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
+            for g in affected:
+                self._change(tx, g.group_id, "revoke", meter_id, now)
+                self._cancel_if_includes(tx, g.group_id, {meter_id}, now)
+                self._maybe_start(tx, g.group_id, now)
+            row = tx.conn.execute(select(meters).where(meters.c.meter_id == meter_id)).one()
+            return self._meter_dict(row)
+
+    # --- groups -----------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        group_id: str,
+        *,
+        members: list[str],
+        suite: str | None = None,
+        mode: int | str | None = None,
+        rekey_interval_s: int = 0,
+        actor: str,
+    ) -> dict:
+        _check_id(group_id, "group id")
+        suite = suite or self.config.default_suite
+        if suite not in SUITES:
+            raise Invalid(f"suite must be one of {', '.join(SUITES)}")
+        mode_value = self._mode(mode)
+        if (
+            not isinstance(rekey_interval_s, int)
+            or isinstance(rekey_interval_s, bool)
+            or not (0 <= rekey_interval_s <= 366 * 86400)
+        ):
+            raise Invalid("rekey_interval_s must be an integer between 0 (off) and 31622400")
+        ids = self._member_list(members)
+        now = self.clock()
+        with self._tx() as tx:
+            if tx.conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                raise Conflict(f"group {group_id} already exists")
+            self._require_meters(tx.conn, ids, suite)
+            tx.conn.execute(
+                insert(groups).values(
+                    group_id=group_id,
+                    suite=suite,
+                    mode=mode_value,
+                    rekey_interval_s=rekey_interval_s,
+                    created_at=now,
+                    current_epoch=0,
+                    last_rekey_at=now,
+                )
+            )
+            for mid in ids:
+                tx.conn.execute(
+                    insert(memberships).values(group_id=group_id, meter_id=mid, status="active", added_at=now)
+                )
+            self._audit(tx, actor, "group.create", group_id, suite=suite, mode=mode_value, members=ids)
+            self._emit(tx, "group.created", group_id=group_id, members=ids, suite=suite, mode=mode_value)
+            self._change(tx, group_id, "create", None, now)
+            self._maybe_start(tx, group_id, now, force=True)
+        return self.get_group(group_id)
+
+    def _mode(self, mode: int | str | None) -> int:
+        if mode is None:
+            return self.config.default_mode
+        names = {"e2e": 0, "end-to-end": 0, "attested": 1, "gateway-attested": 1}
+        if isinstance(mode, str) and mode in names:
+            return names[mode]
+        if mode in (0, 1) and not isinstance(mode, bool):
+            return int(mode)
+        raise Invalid("mode must be 'e2e' (0) or 'attested' (1)")
+
+    def _member_list(self, members: Any) -> list[str]:
+        if not isinstance(members, list) or len(members) > MAX_GROUP_SIZE:
+            raise Invalid(f"members must be a list of at most {MAX_GROUP_SIZE} meter ids")
+        ids = [_check_id(m, "meter id") for m in members]
+        if len(set(ids)) != len(ids):
+            raise Invalid("members must not repeat")
+        return ids
+
+    def _require_meters(self, conn: Connection, ids: list[str], suite: str) -> None:
+        if not ids:
+            return
+        rows = {r.meter_id: r for r in conn.execute(select(meters).where(meters.c.meter_id.in_(ids)))}
+        missing = [m for m in ids if m not in rows]
+        if missing:
+            raise NotFound(f"unknown meters: {', '.join(missing[:10])}")
+        revoked = [m for m in ids if rows[m].status != "active"]
+        if revoked:
+            raise Forbidden(f"revoked meters cannot join: {', '.join(revoked[:10])}")
+        want = get_suite(suite)
+        for m in ids:
+            if not want.accepts_key(self._meter_key(rows[m])):
+                raise Invalid(f"meter {m}'s key does not match suite {suite}")
+
+    def get_group(self, group_id: str) -> dict:
+        _check_id(group_id, "group id")
+        with self.store.read() as conn:
+            g = conn.execute(select(groups).where(groups.c.group_id == group_id)).first()
+            if g is None:
+                raise NotFound(f"no group {group_id}")
+            mem = conn.execute(
+                select(memberships.c.meter_id, memberships.c.status)
+                .where(and_(memberships.c.group_id == group_id, memberships.c.status != "removed"))
+                .order_by(memberships.c.meter_id)
+            ).all()
+            s = conn.execute(
+                select(sessions)
+                .where(sessions.c.group_id == group_id)
+                .order_by(sessions.c.started_at.desc())
+                .limit(1)
+            ).first()
+            last = conn.execute(
+                select(epochs).where(epochs.c.group_id == group_id).order_by(epochs.c.epoch.desc()).limit(1)
+            ).first()
+        return {
+            "group_id": g.group_id,
+            "suite": g.suite,
+            "mode": "attested" if g.mode == Mode.ATTESTED else "e2e",
+            "rekey_interval_s": g.rekey_interval_s,
+            "epoch": g.current_epoch,
+            "key_id": g.current_key_id.hex() if g.current_key_id else None,
+            "members": [{"meter_id": m.meter_id, "status": m.status} for m in mem],
+            "epoch_members": json.loads(last.members) if last else [],
+            "last_rekey_at": g.last_rekey_at,
+            "last_negotiation_ms": last.duration_ms if last else None,
+            "session": self._session_dict(s) if s else None,
+        }
+
+    @staticmethod
+    def _session_dict(s) -> dict:
+        return {
+            "sid": s.sid.hex(),
+            "epoch": s.epoch,
+            "attempt": s.attempt,
+            "state": s.state,
+            "trigger": s.trigger,
+            "members": json.loads(s.members),
+            "started_at": s.started_at,
+            "deadline": s.deadline,
+            "ended_at": s.ended_at,
+            "result": s.result,
+            "excluded": json.loads(s.excluded) if s.excluded else [],
+        }
+
+    def list_groups(self) -> list[dict]:
+        with self.store.read() as conn:
+            ids = [r.group_id for r in conn.execute(select(groups.c.group_id).order_by(groups.c.group_id))]
+        return [self.get_group(g) for g in ids]
+
+    def set_rekey_interval(self, group_id: str, seconds: int, *, actor: str) -> dict:
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 366 * 86400:
+            raise Invalid("rekey interval must be an integer number of seconds (0 turns it off)")
+        with self._tx() as tx:
+            self._group_row(tx, group_id)
+            tx.conn.execute(
+                update(groups).where(groups.c.group_id == group_id).values(rekey_interval_s=seconds)
+            )
+            self._audit(tx, actor, "group.rekey_interval", group_id, seconds=seconds)
+            self._emit(tx, "group.updated", group_id=group_id, rekey_interval_s=seconds)
+        return self.get_group(group_id)
+
+    def add_members(self, group_id: str, meter_ids: list[str], *, actor: str) -> dict:
+        ids = self._member_list(meter_ids)
+        now = self.clock()
+        with self._tx() as tx:
+            g = self._group_row(tx, group_id)
+            self._require_meters(tx.conn, ids, g.suite)
+            current = {
+                r.meter_id: r.status
+                for r in tx.conn.execute(select(memberships).where(memberships.c.group_id == group_id))
+            }
+            active = sum(1 for s in current.values() if s != "removed")
+            new = [m for m in ids if current.get(m, "removed") == "removed"]
+            if active + len(new) > MAX_GROUP_SIZE:
+                raise Conflict(f"a group holds at most {MAX_GROUP_SIZE} members")
+            for mid in new:
+                if mid in current:
+                    tx.conn.execute(
+                        update(memberships)
+                        .where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == mid))
+                        .values(status="active", added_at=now, removed_at=None)
+                    )
+                else:
+                    tx.conn.execute(
+                        insert(memberships).values(
+                            group_id=group_id, meter_id=mid, status="active", added_at=now
+                        )
+                    )
+                self._change(tx, group_id, "join", mid, now)
+            if new:
+                self._audit(tx, actor, "member.add", group_id, members=new)
+                self._emit(tx, "member.added", group_id=group_id, members=new)
+            self._maybe_start(tx, group_id, now)
+        return self.get_group(group_id)
+
+    def remove_member(self, group_id: str, meter_id: str, *, actor: str, reason: str = "leave") -> dict:
+        _check_id(meter_id, "meter id")
+        now = self.clock()
+        with self._tx() as tx:
+            self._group_row(tx, group_id)
+            row = tx.conn.execute(
+                select(memberships).where(
+                    and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id)
+                )
+            ).first()
+            if row is None or row.status == "removed":
+                raise NotFound(f"{meter_id} is not a member of {group_id}")
+            tx.conn.execute(
+                update(memberships)
+                .where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id))
+                .values(status="removed", removed_at=now)
+            )
+            self._audit(tx, actor, "member.remove", group_id, meter=meter_id, reason=reason)
+            self._emit(tx, "member.removed", group_id=group_id, meter_id=meter_id, reason=reason)
+            self._change(tx, group_id, "leave", meter_id, now)
+            self._cancel_if_includes(tx, group_id, {meter_id}, now)
+            self._maybe_start(tx, group_id, now)
+        return self.get_group(group_id)
+
+    def request_rekey(self, group_id: str, *, actor: str, trigger: str = "manual") -> dict:
+        now = self.clock()
+        with self._tx() as tx:
+            self._group_row(tx, group_id)
+            self._change(tx, group_id, trigger, None, now)
+            self._audit(tx, actor, "group.rekey", group_id, trigger=trigger)
+            self._maybe_start(tx, group_id, now, force=True)
+        return self.get_group(group_id)
+
+    def rejoin_signed(self, group_id: str, request: bytes) -> dict:
+        """A lagging member (excluded after a timeout) asks to be taken back."""
+        _check_id(group_id, "group id")
+        s1, req = self._parse_request(request, "rejoin")
+        if req.group_id != group_id:
+            raise Invalid("request is for another group")
+        now = self.clock()
+        with self._tx() as tx:
+            m = tx.conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
+            if m is None:
+                raise NotFound(f"no meter {req.meter_id}")
+            if m.status != "active":
+                raise Forbidden(f"meter {req.meter_id} is revoked")
+            if not verify_request(s1, self._meter_key(m)):
+                raise Forbidden("rejoin request signature does not verify")
+            ms = tx.conn.execute(
+                select(memberships).where(
+                    and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id)
+                )
+            ).first()
+            if ms is None or ms.status == "removed":
+                raise Forbidden(f"{req.meter_id} is not a member of {group_id}")
+            if ms.status == "lagging":
+                tx.conn.execute(
+                    update(memberships)
+                    .where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id))
+                    .values(status="active")
+                )
+                self._change(tx, group_id, "rejoin", req.meter_id, now)
+                self._audit(tx, f"meter:{req.meter_id}", "member.rejoin", group_id)
+                self._maybe_start(tx, group_id, now)
+            elif not self._in_live_or_current(tx.conn, group_id, req.meter_id):
+                # active but left out (e.g. it joined while a session was running): rekey with it
+                self._change(tx, group_id, "rejoin", req.meter_id, now)
+                self._maybe_start(tx, group_id, now)
+            return {"group_id": group_id, "meter_id": req.meter_id, "status": "active"}
+
+    def _in_live_or_current(self, conn: Connection, group_id: str, meter_id: str) -> bool:
+        s = conn.execute(
+            select(sessions.c.members, sessions.c.state)
+            .where(sessions.c.group_id == group_id)
+            .order_by(sessions.c.started_at.desc())
+            .limit(1)
+        ).first()
+        if s is not None and s.state in LIVE and meter_id in json.loads(s.members):
+            return True
+        e = conn.execute(
+            select(epochs.c.members)
+            .where(epochs.c.group_id == group_id)
+            .order_by(epochs.c.epoch.desc())
+            .limit(1)
+        ).first()
+        return e is not None and meter_id in json.loads(e.members)
+
+    def list_epochs(self, group_id: str, *, limit: int = 100) -> list[dict]:
+        _check_id(group_id, "group id")
+        with self.store.read() as conn:
+            if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                raise NotFound(f"no group {group_id}")
+            rows = conn.execute(
+                select(epochs)
+                .where(epochs.c.group_id == group_id)
+                .order_by(epochs.c.epoch.desc())
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "epoch": r.epoch,
+                "key_id": r.key_id.hex(),
+                "sid": r.sid.hex(),
+                "members": json.loads(r.members),
+                "trigger": r.trigger,
+                "started_at": r.started_at,
+                "committed_at": r.committed_at,
+                "duration_ms": r.duration_ms,
+            }
+            for r in rows
+        ]
+
+    def group_certificates(self, group_id: str) -> list[dict]:
+        """Certificates of everyone in the group's latest roster, so members can check each other."""
+        _check_id(group_id, "group id")
+        with self.store.read() as conn:
+            if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                raise NotFound(f"no group {group_id}")
+            s = conn.execute(
+                select(sessions.c.members)
+                .where(sessions.c.group_id == group_id)
+                .order_by(sessions.c.started_at.desc())
+                .limit(1)
+            ).first()
+            ids = set(json.loads(s.members)) if s else set()
+            ids |= {
+                r.meter_id
+                for r in conn.execute(
+                    select(memberships.c.meter_id).where(
+                        and_(memberships.c.group_id == group_id, memberships.c.status != "removed")
+                    )
+                )
+            }
+            rows = conn.execute(select(meters).where(meters.c.meter_id.in_(sorted(ids)))).all()
+        return [
+            {"meter_id": r.meter_id, "role": r.role, "status": r.status, "cert_pem": r.cert_pem} for r in rows
+        ]
+
+    def _group_row(self, tx: _Tx, group_id: str):
+        _check_id(group_id, "group id")
+        g = tx.conn.execute(self.store.locked(select(groups).where(groups.c.group_id == group_id))).first()
+        if g is None:
+            raise NotFound(f"no group {group_id}")
+        return g
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def _change(self, tx: _Tx, group_id: str, kind: str, meter_id: str | None, now: int) -> None:
+        tx.conn.execute(
+            insert(pending_changes).values(group_id=group_id, kind=kind, meter_id=meter_id, requested_at=now)
+        )
+
+    def _live_session(self, conn: Connection, group_id: str, lock: bool = False):
+        stmt = (
+            select(sessions)
+            .where(and_(sessions.c.group_id == group_id, sessions.c.state.in_(LIVE)))
+            .order_by(sessions.c.started_at.desc())
+            .limit(1)
+        )
+        return conn.execute(self.store.locked(stmt) if lock else stmt).first()
+
+    def _maybe_start(self, tx: _Tx, group_id: str, now: int, *, force: bool = False) -> None:
+        g = tx.conn.execute(self.store.locked(select(groups).where(groups.c.group_id == group_id))).first()
+        if g is None or self._live_session(tx.conn, group_id) is not None:
+            return
+        pend = tx.conn.execute(select(pending_changes).where(pending_changes.c.group_id == group_id)).all()
+        if not pend:
+            return
+        kinds = sorted({p.kind for p in pend})
+        joins_only = set(kinds) <= {"join", "rejoin"}
+        if joins_only and not force and now - min(p.requested_at for p in pend) < self.config.join_window_ms:
+            return  # wait for more joins; tick() comes back
+        tx.conn.execute(delete(pending_changes).where(pending_changes.c.group_id == group_id))
+        self._start(tx, g, now, trigger=",".join(kinds), epoch=g.current_epoch + 1)
+
+    def _start(self, tx: _Tx, g, now: int, *, trigger: str, epoch: int) -> bool:
+        rows = tx.conn.execute(
+            select(meters)
+            .join(memberships, memberships.c.meter_id == meters.c.meter_id)
+            .where(
+                and_(
+                    memberships.c.group_id == g.group_id,
+                    memberships.c.status == "active",
+                    meters.c.status == "active",
+                )
+            )
+            .order_by(meters.c.meter_id)
+        ).all()
+        if len(rows) < 2:
+            self._emit(tx, "session.idle", group_id=g.group_id, reason="fewer than two active members")
+            return False
+        attempt = tx.conn.execute(
+            select(func.count())
+            .select_from(sessions)
+            .where(and_(sessions.c.group_id == g.group_id, sessions.c.epoch == epoch))
+        ).scalar_one()
+        suite = get_suite(g.suite)
+        members = [(r.meter_id, self._meter_key(r)) for r in rows]
+        cs = CoordinatorSession(
+            suite=suite,
+            signing_key=self.trust.coordinator.signing_key,
+            group_id=g.group_id,
+            epoch=epoch,
+            members=members,
+            now=now,
+            mode=Mode(g.mode),
+            timeout_ms=self.config.session_timeout_ms,
+            attempt=attempt,
+            rng=self.rng,
+        )
+        ids = [m for m, _ in members]
+        tx.conn.execute(
+            insert(sessions).values(
+                sid=cs.sid,
+                group_id=g.group_id,
+                epoch=epoch,
+                attempt=attempt,
+                state=cs.state.value,
+                trigger=trigger[:64],
+                start_msg=cs.start_message,
+                members=json.dumps(ids),
+                started_at=now,
+                deadline=cs.deadline,
+                version=0,
+            )
+        )
+        tx.conn.execute(
+            insert(session_broadcasts).values(sid=cs.sid, kind="start", data=cs.start_message, created_at=now)
+        )
+        with self._lock:
+            self._sessions[cs.sid] = (0, cs)
+        self._emit(
+            tx,
+            "session.started",
+            group_id=g.group_id,
+            data=cs.start_message,
+            sid=cs.sid.hex(),
+            epoch=epoch,
+            attempt=attempt,
+            trigger=trigger,
+            members=ids,
+            mode="attested" if g.mode else "e2e",
+        )
+        self._audit(tx, "gateway", "session.start", g.group_id, epoch=epoch, attempt=attempt, trigger=trigger)
+        return True
+
+    def _load(self, conn: Connection, row) -> CoordinatorSession:
+        with self._lock:
+            cached = self._sessions.get(row.sid)
+        if cached and cached[0] == row.version:
+            return cached[1]
+        g = conn.execute(select(groups.c.suite).where(groups.c.group_id == row.group_id)).one()
+        ids = json.loads(row.members)
+        mrows = {r.meter_id: r for r in conn.execute(select(meters).where(meters.c.meter_id.in_(ids)))}
+        msgs: dict[str, list[bytes]] = {"1": [], "2": [], "3": []}
+        for m in conn.execute(
+            select(session_messages)
+            .where(session_messages.c.sid == row.sid)
+            .order_by(session_messages.c.round, session_messages.c.idx)
+        ):
+            msgs[str(m.round)].append(m.data)
+        casts = {
+            b.kind: b.data
+            for b in conn.execute(select(session_broadcasts).where(session_broadcasts.c.sid == row.sid))
+        }
+        record = {"start": row.start_msg, "state": row.state, "messages": msgs, "broadcasts": casts}
+        cs = CoordinatorSession.from_record(
+            record,
+            suite=get_suite(g.suite),
+            signing_key=self.trust.coordinator.signing_key,
+            members=[(m, self._meter_key(mrows[m])) for m in ids],
+        )
+        with self._lock:
+            self._sessions[row.sid] = (row.version, cs)
+        return cs
+
+    def _apply(self, tx: _Tx, row, cs: CoordinatorSession, evs: list, now: int) -> list:
+        """Persist what a session step produced; returns the Dropped events (if any)."""
+        drops = []
+        finished = None
+        for ev in evs:
+            if isinstance(ev, Accepted):
+                tx.conn.execute(
+                    insert(session_messages).values(
+                        sid=row.sid, round=ev.round, idx=ev.idx, data=ev.data, received_at=now
+                    )
+                )
+            elif isinstance(ev, Broadcast):
+                tx.conn.execute(
+                    insert(session_broadcasts).values(sid=row.sid, kind=ev.kind, data=ev.data, created_at=now)
+                )
+                self._emit(
+                    tx,
+                    f"session.{ev.kind}",
+                    group_id=row.group_id,
+                    data=ev.data,
+                    sid=row.sid.hex(),
+                    epoch=row.epoch,
+                )
+            elif isinstance(ev, Committed):
+                finished = ev
+                self._commit(tx, row, ev, now)
+            elif isinstance(ev, Aborted):
+                finished = ev
+            elif isinstance(ev, Dropped):
+                drops.append(ev)
+                self._count(f"drop:{ev.reason.value}")
+        version = row.version + 1
+        values: dict[str, Any] = {"state": cs.state.value, "version": version}
+        if isinstance(finished, Aborted):
+            values.update(
+                ended_at=now,
+                result=f"aborted:{finished.reason.value}",
+                excluded=json.dumps(finished.excluded),
+            )
+        elif isinstance(finished, Committed):
+            values.update(ended_at=now, result="committed")
+        tx.conn.execute(update(sessions).where(sessions.c.sid == row.sid).values(**values))
+        with self._lock:
+            self._sessions[row.sid] = (version, cs)
+        if isinstance(finished, Aborted):
+            self._after_abort(tx, row, finished, now)
+        elif isinstance(finished, Committed):
+            with self._lock:
+                self._sessions.pop(row.sid, None)
+            self._maybe_start(tx, row.group_id, now)
+        return drops
+
+    def _commit(self, tx: _Tx, row, ev: Committed, now: int) -> None:
+        try:
+            with tx.conn.begin_nested():
+                tx.conn.execute(
+                    insert(epochs).values(
+                        group_id=row.group_id,
+                        epoch=ev.epoch,
+                        key_id=ev.key_id,
+                        sid=ev.sid,
+                        members=json.dumps(list(ev.members)),
+                        trigger=row.trigger,
+                        started_at=row.started_at,
+                        committed_at=now,
+                        duration_ms=max(0, now - row.started_at),
+                    )
+                )
+        except IntegrityError:
+            # Another session already committed this epoch: never record a second key id for it.
+            log.error(
+                "epoch %s of %s was already committed; refusing a second key id", ev.epoch, row.group_id
+            )
+            raise Conflict(f"epoch {ev.epoch} of {row.group_id} is already committed") from None
+        tx.conn.execute(
+            update(groups)
+            .where(groups.c.group_id == row.group_id)
+            .values(current_epoch=ev.epoch, current_key_id=ev.key_id, last_rekey_at=now)
+        )
+        self._audit(
+            tx,
+            "gateway",
+            "epoch.commit",
+            row.group_id,
+            epoch=ev.epoch,
+            key_id=ev.key_id.hex(),
+            members=len(ev.members),
+        )
+        self._emit(
+            tx,
+            "epoch.committed",
+            group_id=row.group_id,
+            epoch=ev.epoch,
+            key_id=ev.key_id.hex(),
+            members=list(ev.members),
+            duration_ms=max(0, now - row.started_at),
+            trigger=row.trigger,
+        )
+        self._count("epochs_committed")
+
+    def _after_abort(self, tx: _Tx, row, ev: Aborted, now: int) -> None:
+        with self._lock:
+            self._sessions.pop(row.sid, None)
+        self._audit(
+            tx,
+            "gateway",
+            "session.abort",
+            row.group_id,
+            epoch=row.epoch,
+            reason=ev.reason.value,
+            excluded=list(ev.excluded),
+        )
+        self._emit(
+            tx,
+            "session.aborted",
+            group_id=row.group_id,
+            sid=row.sid.hex(),
+            epoch=row.epoch,
+            reason=ev.reason.value,
+            excluded=list(ev.excluded),
+        )
+        self._count(f"abort:{ev.reason.value}")
+        for mid in ev.excluded:
+            tx.conn.execute(
+                update(memberships)
+                .where(
+                    and_(
+                        memberships.c.group_id == row.group_id,
+                        memberships.c.meter_id == mid,
+                        memberships.c.status == "active",
+                    )
+                )
+                .values(status="lagging")
+            )
+        if ev.reason in (AbortReason.CANCELLED, AbortReason.SUPERSEDED):
+            return  # the caller starts the replacement
+        g = tx.conn.execute(select(groups).where(groups.c.group_id == row.group_id)).one()
+        if row.attempt + 1 >= MAX_ATTEMPTS and not ev.excluded:
+            self._emit(tx, "session.failed", group_id=row.group_id, epoch=row.epoch, reason=ev.reason.value)
+            return
+        self._start(tx, g, now, trigger=f"restart:{ev.reason.value}", epoch=row.epoch)
+
+    def _cancel_if_includes(self, tx: _Tx, group_id: str, removed: set[str], now: int) -> None:
+        row = self._live_session(tx.conn, group_id, lock=True)
+        if row is None or not removed & set(json.loads(row.members)):
+            return
+        cs = self._load(tx.conn, row)
+        self._apply(tx, row, cs, cs.cancel(AbortReason.SUPERSEDED, "membership changed"), now)
+
+    def handle_member_message(self, group_id: str, data: bytes) -> Outcome:
+        """A Round1/Round2/Confirm from a meter (CoAP or HTTP). Raises a GatewayError if refused."""
+        _check_id(group_id, "group id")
+        if not isinstance(data, bytes) or len(data) > MEMBER_MSG_MAX:
+            raise Invalid(f"member messages are at most {MEMBER_MSG_MAX} bytes")
+        try:
+            sid = decode(data, max_size=MEMBER_MSG_MAX).msg.sid
+        except DecodeError as exc:
+            self._count("drop:malformed")
+            raise Invalid(f"malformed message: {exc}") from None
+        now = self.clock()
+        with self._tx() as tx:
+            row = self._live_session(tx.conn, group_id, lock=True)
+            if row is None or row.sid != sid:
+                self._count("drop:other_session")
+                raise Conflict("no live session with this sid for the group (late or stale message)")
+            cs = self._load(tx.conn, row)
+            drops = self._apply(tx, row, cs, cs.receive(data, now), now)
+            state = cs.state.value
+        for d in drops:
+            if d.reason == DropReason.DUPLICATE:
+                return Outcome(False, "duplicate", state)
+            if d.reason in _FORBIDDEN_DROPS:
+                raise Forbidden(f"{d.reason.value}: {d.detail}".rstrip(": "))
+            if d.reason in _CONFLICT_DROPS:
+                raise Conflict(f"{d.reason.value}: {d.detail}".rstrip(": "))
+            raise Invalid(f"{d.reason.value}: {d.detail}".rstrip(": "))
+        return Outcome(True, "", state)
+
+    def session_messages(self, group_id: str) -> list[bytes]:
+        """The coordinator messages of the group's latest session, in order (for catch-up)."""
+        _check_id(group_id, "group id")
+        order = {"start": 0, "bundle1": 1, "bundle2": 2, "commit": 3, "abort": 3}
+        with self.store.read() as conn:
+            s = conn.execute(
+                select(sessions.c.sid)
+                .where(sessions.c.group_id == group_id)
+                .order_by(sessions.c.started_at.desc())
+                .limit(1)
+            ).first()
+            if s is None:
+                if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                    raise NotFound(f"no group {group_id}")
+                return []
+            rows = conn.execute(select(session_broadcasts).where(session_broadcasts.c.sid == s.sid)).all()
+        return [r.data for r in sorted(rows, key=lambda r: order.get(r.kind, 9))]
+
+    def tick(self) -> None:
+        """Deadlines, batched joins, periodic rekeys. Every replica runs this every ~200 ms."""
+        now = self.clock()
+        with self.store.read() as conn:
+            due = conn.execute(
+                select(sessions.c.sid, sessions.c.group_id).where(
+                    and_(sessions.c.state.in_(LIVE), sessions.c.deadline <= now)
+                )
+            ).all()
+            pend = [r.group_id for r in conn.execute(select(pending_changes.c.group_id).distinct())]
+            periodic = conn.execute(
+                select(groups.c.group_id, groups.c.rekey_interval_s, groups.c.last_rekey_at).where(
+                    groups.c.rekey_interval_s > 0
+                )
+            ).all()
+        for sid, group_id in due:
+            with self._tx() as tx:
+                row = tx.conn.execute(
+                    self.store.locked(select(sessions).where(sessions.c.sid == sid))
+                ).first()
+                if row is None or row.state not in LIVE:
+                    continue
+                cs = self._load(tx.conn, row)
+                self._apply(tx, row, cs, cs.tick(now), now)
+        for p in periodic:
+            if (p.last_rekey_at or 0) + p.rekey_interval_s * 1000 <= now and p.group_id not in pend:
+                with self._tx() as tx:
+                    if self._live_session(tx.conn, p.group_id) is None:
+                        self._change(tx, p.group_id, "periodic", None, now)
+                        self._maybe_start(tx, p.group_id, now)
+        for group_id in pend:
+            with self._tx() as tx:
+                self._maybe_start(tx, group_id, now)
+
+    # --- group data -------------------------------------------------------------------------
+
+    def post_data(self, group_id: str, data: bytes) -> dict:
+        """Relay a group data message (a reading or a command). The gateway cannot read it."""
+        _check_id(group_id, "group id")
+        if not isinstance(data, bytes) or len(data) > groupdata.MAX_DATA_MSG:
+            raise Invalid(f"group data messages are at most {groupdata.MAX_DATA_MSG} bytes")
+        try:
+            key_id, sender, seq, ctype, _ = groupdata.parse_data_message(data)
+        except (Rejected, DecodeError) as exc:
+            raise Invalid(f"not a group data message: {exc}") from None
+        now = self.clock()
+        with self._tx() as tx:
+            g = self._group_row(tx, group_id)
+            ep = tx.conn.execute(
+                select(epochs).where(and_(epochs.c.group_id == group_id, epochs.c.key_id == key_id))
+            ).first()
+            if ep is None:
+                raise Conflict("unknown key id for this group (not a committed epoch)")
+            if ep.epoch < g.current_epoch - 1:
+                raise Conflict("message is under an expired epoch key")
+            roster = json.loads(ep.members)
+            if sender >= len(roster):
+                raise Invalid("sender index outside the epoch's roster")
+            digest = hashlib.sha256(data).digest()
+            exists = tx.conn.execute(
+                select(group_data.c.id).where(
+                    and_(group_data.c.group_id == group_id, group_data.c.digest == digest)
+                )
+            ).first()
+            if exists:
+                return {"id": exists.id, "duplicate": True}
+            res = tx.conn.execute(
+                insert(group_data).values(
+                    group_id=group_id,
+                    key_id=key_id,
+                    sender=roster[sender],
+                    content_type=ctype,
+                    digest=digest,
+                    data=data,
+                    received_at=now,
+                )
+            )
+            msg_id = res.inserted_primary_key[0]
+            kind = "command" if ctype == groupdata.ContentType.COMMAND else "reading"
+            self._emit(
+                tx,
+                f"data.{kind}",
+                group_id=group_id,
+                data=data,
+                msg_id=msg_id,
+                sender=roster[sender],
+                seq=seq,
+                epoch=ep.epoch,
+                key_id=key_id.hex(),
+                size=len(data),
+            )
+            if kind == "command":
+                self._audit(
+                    tx, f"member:{roster[sender]}", "command.relay", group_id, epoch=ep.epoch, size=len(data)
+                )
+        return {"id": msg_id, "duplicate": False}
+
+    def data_since(self, group_id: str, after: int = 0, limit: int = 200) -> list[dict]:
+        _check_id(group_id, "group id")
+        with self.store.read() as conn:
+            if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                raise NotFound(f"no group {group_id}")
+            rows = conn.execute(
+                select(group_data)
+                .where(and_(group_data.c.group_id == group_id, group_data.c.id > after))
+                .order_by(group_data.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "id": r.id,
+                "sender": r.sender,
+                "key_id": r.key_id.hex(),
+                "content_type": r.content_type,
+                "data": r.data,
+                "received_at": r.received_at,
+            }
+            for r in rows
+        ]
+
+    # --- membership checks for transports ---------------------------------------------------
+
+    def member_status(self, group_id: str, meter_id: str) -> str:
+        """'active', 'lagging', 'removed', 'revoked' or 'unknown': who may observe a group."""
+        with self.store.read() as conn:
+            m = conn.execute(select(meters.c.status).where(meters.c.meter_id == meter_id)).first()
+            if m is None:
+                return "unknown"
+            if m.status == "revoked":
+                return "revoked"
+            ms = conn.execute(
+                select(memberships.c.status).where(
+                    and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id)
+                )
+            ).first()
+        return ms.status if ms else "removed"
+
+    # --- audit and events -------------------------------------------------------------------
+
+    def audit_entries(self, *, after: int = 0, limit: int = 200) -> list[dict]:
+        from ..store.schema import audit as audit_table
+
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(audit_table).where(audit_table.c.seq > after).order_by(audit_table.c.seq).limit(limit)
+            ).all()
+        return [
+            {
+                "seq": r.seq,
+                "ts": r.ts,
+                "actor": r.actor,
+                "action": r.action,
+                "subject": r.subject,
+                "details": json.loads(r.details),
+                "hash": r.hash.hex(),
+            }
+            for r in rows
+        ]
+
+    def verify_audit(self) -> audit.VerifyResult:
+        with self.store.read() as conn:
+            return audit.verify(conn)
+
+    def events_since(
+        self, after: int = 0, limit: int = 500, group_id: str | None = None
+    ) -> list[GatewayEvent]:
+        from .hub import row_to_event
+
+        stmt = select(events).where(events.c.id > after)
+        if group_id:
+            stmt = stmt.where(events.c.group_id == group_id)
+        with self.store.read() as conn:
+            rows = conn.execute(stmt.order_by(events.c.id).limit(limit)).all()
+        return [row_to_event(r) for r in rows]
+
+    def prune(self) -> None:
+        """Keep the event feed and the relayed data bounded."""
+        with self._tx() as tx:
+            top = tx.conn.execute(select(func.max(events.c.id))).scalar()
+            if top and top > self.config.event_retention:
+                tx.conn.execute(delete(events).where(events.c.id <= top - self.config.event_retention))
+            top = tx.conn.execute(select(func.max(group_data.c.id))).scalar()
+            if top and top > self.config.data_retention * 4:
+                tx.conn.execute(
+                    delete(group_data).where(group_data.c.id <= top - self.config.data_retention * 4)
+                )
+
+    def stats(self) -> dict[str, Any]:
+        with self.store.read() as conn:
+            out = {
+                "meters": conn.execute(select(func.count()).select_from(meters)).scalar_one(),
+                "groups": conn.execute(select(func.count()).select_from(groups)).scalar_one(),
+                "live_sessions": conn.execute(
+                    select(func.count()).select_from(sessions).where(sessions.c.state.in_(LIVE))
+                ).scalar_one(),
+                "epochs": conn.execute(select(func.count()).select_from(epochs)).scalar_one(),
+            }
+        with self._lock:
+            out["counters"] = dict(self.counters)
+        return out

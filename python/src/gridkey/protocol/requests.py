@@ -1,0 +1,56 @@
+"""Signed requests a meter sends to its gateway outside a negotiation: enrol and rejoin.
+
+Meters authenticate with their COSE signatures, not bearer tokens. A request is a COSE_Sign1 by the
+meter's own key over ``{1: kind, 2: meter id, 3: timestamp (ms), 4: group id?, 5: certificate DER?}``.
+Enrolment carries the certificate and so proves possession of its key; the gateway checks the
+timestamp against its clock to bound replays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..crypto.signatures import SigningKey
+from . import cbor
+from .cose import Sign1, parse_sign1, sign1
+from .errors import DecodeError
+from .messages import check_id
+
+MAX_REQUEST = 4096
+KINDS = ("enroll", "rejoin")
+
+
+@dataclass(frozen=True)
+class MeterRequest:
+    kind: str
+    meter_id: str
+    ts: int
+    group_id: str | None = None
+    cert_der: bytes | None = None
+
+    def sign(self, key: SigningKey) -> bytes:
+        m: dict = {1: self.kind, 2: self.meter_id, 3: self.ts}
+        if self.group_id is not None:
+            m[4] = self.group_id
+        if self.cert_der is not None:
+            m[5] = self.cert_der
+        return sign1(cbor.dumps(m), key, b"GridKey v1 meter request")
+
+
+def parse_request(data: bytes) -> tuple[Sign1, MeterRequest]:
+    """Strictly decode (not verify) a meter request. Raises only :class:`DecodeError`."""
+    s1 = parse_sign1(data, max_size=MAX_REQUEST)
+    m = cbor.loads(s1.payload, max_size=MAX_REQUEST)
+    cbor.check_fields(m, {1: str, 2: str, 3: int}, {4: str, 5: bytes})
+    if m[1] not in KINDS:
+        raise DecodeError(f"unknown request kind {m[1]!r}")
+    check_id(m[2], "meter id")
+    if 4 in m:
+        check_id(m[4], "group id")
+    if m[1] == "enroll" and 5 not in m:
+        raise DecodeError("an enrol request carries the meter's certificate")
+    return s1, MeterRequest(m[1], m[2], m[3], m.get(4), m.get(5))
+
+
+def verify_request(s1: Sign1, key) -> bool:
+    return s1.verify(key, b"GridKey v1 meter request")
