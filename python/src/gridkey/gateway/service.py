@@ -52,7 +52,7 @@ from ..store.schema import (
 )
 from . import audit
 from .config import GatewayConfig
-from .errors import Conflict, Forbidden, Invalid, NotFound
+from .errors import Conflict, Forbidden, GatewayError, Invalid, NotFound
 from .hub import EventHub, GatewayEvent
 from .trust import Trust
 
@@ -932,31 +932,59 @@ class Gateway:
 
     def handle_member_message(self, group_id: str, data: bytes) -> Outcome:
         """A Round1/Round2/Confirm from a meter (CoAP or HTTP). Raises a GatewayError if refused."""
+        result = self.handle_member_messages(group_id, [data])[0]
+        if isinstance(result, GatewayError):
+            raise result
+        return result
+
+    def handle_member_messages(self, group_id: str, batch: list[bytes]) -> list[Outcome | GatewayError]:
+        """Several member messages for one group in one transaction (see :class:`.batcher.Batcher`).
+
+        Each message gets its own outcome; a refused one does not affect the others.
+        """
         _check_id(group_id, "group id")
-        if not isinstance(data, bytes) or len(data) > MEMBER_MSG_MAX:
-            raise Invalid(f"member messages are at most {MEMBER_MSG_MAX} bytes")
-        try:
-            sid = decode(data, max_size=MEMBER_MSG_MAX).msg.sid
-        except DecodeError as exc:
-            self._count("drop:malformed")
-            raise Invalid(f"malformed message: {exc}") from None
-        now = self.clock()
-        with self._tx() as tx:
-            row = self._live_session(tx.conn, group_id, lock=True)
-            if row is None or row.sid != sid:
-                self._count("drop:other_session")
-                raise Conflict("no live session with this sid for the group (late or stale message)")
-            cs = self._load(tx.conn, row)
-            drops = self._apply(tx, row, cs, cs.receive(data, now), now)
-            state = cs.state.value
+        results: list[Outcome | GatewayError | None] = [None] * len(batch)
+        sids: list[bytes | None] = []
+        for i, data in enumerate(batch):
+            sids.append(None)
+            if not isinstance(data, bytes) or len(data) > MEMBER_MSG_MAX:
+                results[i] = Invalid(f"member messages are at most {MEMBER_MSG_MAX} bytes")
+                continue
+            try:
+                sids[i] = decode(data, max_size=MEMBER_MSG_MAX).msg.sid
+            except DecodeError as exc:
+                self._count("drop:malformed")
+                results[i] = Invalid(f"malformed message: {exc}")
+        if any(s is not None for s in sids):
+            now = self.clock()
+            with self._tx() as tx:
+                row = self._live_session(tx.conn, group_id, lock=True)
+                for i, data in enumerate(batch):
+                    if sids[i] is None:
+                        continue
+                    if row is None or row.sid != sids[i] or row.state not in LIVE:
+                        self._count("drop:other_session")
+                        results[i] = Conflict(
+                            "no live session with this sid for the group (late or stale message)"
+                        )
+                        continue
+                    cs = self._load(tx.conn, row)
+                    drops = self._apply(tx, row, cs, cs.receive(data, now), now)
+                    results[i] = self._outcome(drops, cs.state.value)
+                    row = tx.conn.execute(select(sessions).where(sessions.c.sid == row.sid)).one()
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _outcome(drops: list[Dropped], state: str) -> Outcome | GatewayError:
         for d in drops:
+            text = f"{d.reason.value}: {d.detail}" if d.detail else d.reason.value
             if d.reason == DropReason.DUPLICATE:
                 return Outcome(False, "duplicate", state)
             if d.reason in _FORBIDDEN_DROPS:
-                raise Forbidden(f"{d.reason.value}: {d.detail}".rstrip(": "))
+                return Forbidden(text)
             if d.reason in _CONFLICT_DROPS:
-                raise Conflict(f"{d.reason.value}: {d.detail}".rstrip(": "))
-            raise Invalid(f"{d.reason.value}: {d.detail}".rstrip(": "))
+                return Conflict(text)
+            return Invalid(text)
         return Outcome(True, "", state)
 
     def session_messages(self, group_id: str) -> list[bytes]:
@@ -992,7 +1020,7 @@ class Gateway:
                     groups.c.rekey_interval_s > 0
                 )
             ).all()
-        for sid, group_id in due:
+        for sid, _group in due:
             with self._tx() as tx:
                 row = tx.conn.execute(
                     self.store.locked(select(sessions).where(sessions.c.sid == sid))
