@@ -1125,6 +1125,75 @@ class Gateway:
             for r in rows
         ]
 
+    # --- what a meter receives ----------------------------------------------------------------
+
+    INLINE_LIMIT = 900  # larger messages are announced, and fetched with a (block-wise) GET
+
+    def inbox(
+        self, group_id: str, meter_id: str, *, after: int = 0, limit: int = 100
+    ) -> tuple[int, list[list]]:
+        """Coordinator messages and group data for one member, after event id ``after``.
+
+        Returns (cursor, items); items are ``["s", sid, kind, message]`` for coordinator messages
+        and ``["d", id, message]`` for group data. A message too large to inline is ``None``
+        (fetch it with :meth:`session_message` or :meth:`data_since`). Refused for revoked,
+        removed and unknown meters: that is what stops a revoked meter from receiving anything.
+        """
+        _check_id(group_id, "group id")
+        _check_id(meter_id, "meter id")
+        status = self.member_status(group_id, meter_id)
+        if status not in ("active", "lagging"):
+            raise Forbidden(f"{meter_id} may not read {group_id} ({status})")
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(events)
+                .where(and_(events.c.group_id == group_id, events.c.id > after, events.c.data.is_not(None)))
+                .order_by(events.c.id)
+                .limit(limit)
+            ).all()
+            cursor = after
+            if not rows:
+                top = conn.execute(select(func.max(events.c.id))).scalar()
+                cursor = max(after, top or 0)
+        items = []
+        for r in rows:
+            cursor = r.id
+            item = self.inbox_item(r.kind, json.loads(r.body), r.data)
+            if item is not None:
+                items.append(item)
+        return cursor, items
+
+    def inbox_item(self, kind: str, body: dict, data: bytes | None) -> list | None:
+        inline = data if data is not None and len(data) <= self.INLINE_LIMIT else None
+        if kind.startswith("session."):
+            return ["s", bytes.fromhex(body["sid"]), kind.split(".", 1)[1], inline]
+        if kind.startswith("data."):
+            return ["d", body["msg_id"], inline]
+        return None
+
+    def session_message(self, group_id: str, kind: str) -> bytes:
+        """One coordinator message (start, bundle1, bundle2, commit, abort) of the latest session."""
+        if kind not in ("start", "bundle1", "bundle2", "commit", "abort"):
+            raise Invalid("kind must be start, bundle1, bundle2, commit or abort")
+        _check_id(group_id, "group id")
+        with self.store.read() as conn:
+            s = conn.execute(
+                select(sessions.c.sid)
+                .where(sessions.c.group_id == group_id)
+                .order_by(sessions.c.started_at.desc())
+                .limit(1)
+            ).first()
+            row = None
+            if s is not None:
+                row = conn.execute(
+                    select(session_broadcasts.c.data).where(
+                        and_(session_broadcasts.c.sid == s.sid, session_broadcasts.c.kind == kind)
+                    )
+                ).first()
+        if row is None:
+            raise NotFound(f"no {kind} message in {group_id}'s latest session")
+        return row.data
+
     # --- membership checks for transports ---------------------------------------------------
 
     def member_status(self, group_id: str, meter_id: str) -> str:
