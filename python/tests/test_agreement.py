@@ -14,9 +14,7 @@ from gridkey.protocol.loopback import Loopback
 from gridkey.protocol.messages import MEMBER_MSG_MAX, Mode
 
 SUITES = {"GK1": GK1, "GK2": GK2}
-member_ids = st.lists(
-    st.from_regex(r"[a-z][a-z0-9]{0,11}", fullmatch=True), min_size=2, max_size=30, unique=True
-)
+member_ids = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,11}", fullmatch=True), min_size=2, max_size=30, unique=True)
 
 
 def check(result, n):

@@ -298,9 +298,7 @@ def test_invalid_points_from_a_member_are_dropped(lb, bad_point):
     value = {
         "identity": group.identity_encoding + bytes(group.element_len - len(group.identity_encoding)),
         "garbage": b"\xff" * group.element_len,
-        "non_canonical": (b"\xed" + b"\xff" * 30 + b"\x7f")
-        if group.element_len == 32
-        else b"\x02" + b"\xff" * 32,
+        "non_canonical": (b"\xed" + b"\xff" * 30 + b"\x7f") if group.element_len == 32 else b"\x02" + b"\xff" * 32,
     }[bad_point]
 
     def hook(member, data):
@@ -398,8 +396,6 @@ def test_start_is_bound_to_its_fields():
         suite=GK1, signing_key=lb.coordinator_key, group_id="grp-1", epoch=1, members=members, now=NOW
     )
     s = cs.start
-    forged = Start(
-        s.sid, s.epoch, s.group_id, s.suite, s.roster, Mode.ATTESTED, s.nonce, s.issued_at, s.deadline, 0
-    )
+    forged = Start(s.sid, s.epoch, s.group_id, s.suite, s.roster, Mode.ATTESTED, s.nonce, s.issued_at, s.deadline, 0)
     ev = lb.members["alice"].receive(forged.sign(lb.coordinator_key), NOW)
     assert ev[0].reason == "malformed"

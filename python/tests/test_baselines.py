@@ -145,9 +145,7 @@ def test_lkh_leaver_cannot_recover_new_keys(suite, n):
         for w in wraps:
             for key in list(known):
                 try:
-                    plain = AESGCM(key).decrypt(
-                        w.nonce, w.ciphertext, lkh_wrap_aad(sid, epoch, w.node, w.child)
-                    )
+                    plain = AESGCM(key).decrypt(w.nonce, w.ciphertext, lkh_wrap_aad(sid, epoch, w.node, w.child))
                 except InvalidTag:
                     continue
                 assert plain not in new_path_keys

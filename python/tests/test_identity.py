@@ -72,9 +72,7 @@ def forge(
         .not_valid_before(NOW)
         .not_valid_after(NOW + timedelta(days=90))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            aki or x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(aki or x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
     )
     if uris:
         b = b.add_extension(
@@ -254,9 +252,7 @@ def _with_serial(der: bytes, serial: bytes) -> bytes:
 
 
 @pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
-@pytest.mark.parametrize(
-    "serial", [b"\x00", b"\xff", b"\x80\x00\x00\x01"], ids=["zero", "minus1", "negative"]
-)
+@pytest.mark.parametrize("serial", [b"\x00", b"\xff", b"\x80\x00\x00\x01"], ids=["zero", "minus1", "negative"])
 def test_non_positive_serial_rejected(ca, meter, serial):
     der = meter[1].public_bytes(Encoding.DER)
     assert load_certificate(_with_serial(der, der[15 : 15 + der[14]])) == meter[1]  # the helper is exact
@@ -297,11 +293,7 @@ def test_forged_baseline_is_valid(ca):
         ("key-usage", {"ku": key_usage(digital_signature=True, key_cert_sign=True)}),
         (
             "critical-extension",
-            {
-                "extra": (
-                    (x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True),
-                )
-            },
+            {"extra": ((x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True),)},
         ),
         ("authority-key-id", {"aki": x509.AuthorityKeyIdentifier(b"\x01" * 20, None, None)}),
         ("key", {"public_key": ec.generate_private_key(ec.SECP384R1()).public_key()}),
@@ -328,10 +320,7 @@ def test_revoked_serial_rejected():
     crl = ca.crl(now=NOW + timedelta(hours=2), days=31)
     entry = crl.get_revoked_certificate_by_serial_number(bad.serial_number)
     assert entry is not None and entry.revocation_date_utc == rec.revoked_at
-    assert (
-        entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-        == x509.ReasonFlags.key_compromise
-    )
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
     assert crl.next_update_utc == NOW + timedelta(hours=2, days=31)
     err = expect("revoked", cert_to_pem(bad), ca.certificate, now=LATER, crl=crl)
     assert format(bad.serial_number, "x") in str(err)
@@ -356,9 +345,7 @@ def test_revoke_details(ca):
 
 
 def test_crl_numbers_increase(ca):
-    numbers = [
-        ca.crl(now=NOW).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for _ in range(3)
-    ]
+    numbers = [ca.crl(now=NOW).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for _ in range(3)]
     assert numbers == sorted(set(numbers))
 
 
@@ -465,9 +452,7 @@ def test_load_certificate(meter):
     cert = meter[1]
     assert load_certificate(cert_to_pem(cert)) == cert
     assert load_certificate(cert.public_bytes(Encoding.DER)) == cert
-    assert (
-        verify_key_from_cryptography(load_certificate(cert_to_pem(cert)).public_key()) == meter[0].public_key
-    )
+    assert verify_key_from_cryptography(load_certificate(cert_to_pem(cert)).public_key()) == meter[0].public_key
     for junk in (
         b"",
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
@@ -509,9 +494,7 @@ def test_mutated_certificates_only_raise_certificate_error(data):
     except CertificateError:
         return
     # PEM whitespace or armour edits can leave the DER intact; then it is the same certificate
-    assert (
-        ident.fingerprint == hashlib.sha256(load_certificate(original).public_bytes(Encoding.DER)).hexdigest()
-    )
+    assert ident.fingerprint == hashlib.sha256(load_certificate(original).public_bytes(Encoding.DER)).hexdigest()
 
 
 _CA_FOR_FUZZ = LocalCA.create(now=NOW, rng=SeededRng("fuzz-ca"))

@@ -66,9 +66,9 @@ def test_cwt_verifies_ours_and_we_verify_cwts(suite):
     ctx = COSE.new()
     assert ctx.decode(ours, pub, external_aad=b"ctx") == payload
     priv = COSEKey.from_pem(key.to_pem(), kid=key.kid)
-    theirs = COSE.new(
-        alg_auto_inclusion=True, kid_auto_inclusion=True, deterministic_header=True
-    ).encode_and_sign(payload, priv, external_aad=b"ctx")
+    theirs = COSE.new(alg_auto_inclusion=True, kid_auto_inclusion=True, deterministic_header=True).encode_and_sign(
+        payload, priv, external_aad=b"ctx"
+    )
     parsed = cose.parse_sign1(theirs, max_size=1000)
     assert parsed.payload == payload
     assert parsed.verify(key.public_key, b"ctx")

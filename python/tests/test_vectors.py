@@ -90,9 +90,7 @@ def test_gk2_vectors_hold(n_index):
 
 @pytest.mark.parametrize("suite", ["GK1", "GK2"])
 def test_vectors_are_what_the_implementation_produces(suite):
-    spec = importlib.util.spec_from_file_location(
-        "gen_test_vectors", ROOT / "scripts" / "gen_test_vectors.py"
-    )
+    spec = importlib.util.spec_from_file_location("gen_test_vectors", ROOT / "scripts" / "gen_test_vectors.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.generate(suite) == load(suite)

@@ -98,9 +98,7 @@ class DataDir:
         cert = load_certificate((directory / "cert.pem").read_bytes())
         return key, cert
 
-    def controller(
-        self, suite: str = "GK1", controller_id: str = "controller"
-    ) -> tuple[SigningKey, x509.Certificate]:
+    def controller(self, suite: str = "GK1", controller_id: str = "controller") -> tuple[SigningKey, x509.Certificate]:
         d = self.path / "controller"
         if not (d / "cert.pem").exists():
             self.issue_identity(controller_id, "controller", suite, d)

@@ -242,17 +242,13 @@ class CentralizedServer:
         self.confirmed = set()
         out = []
         for idx, (_, kem_public) in enumerate(self.members):
-            ct = self._hpke.encrypt(
-                self.group_key, kem_public, info=transport_info(self.sid, self.epoch, idx)
-            )
+            ct = self._hpke.encrypt(self.group_key, kem_public, info=transport_info(self.sid, self.epoch, idx))
             payload = cbor.dumps({1: TYPE_KEY_TRANSPORT, 2: self.sid, 3: self.epoch, 4: idx, 5: ct})
             out.append(sign1(payload, self.signing_key))
         return out
 
     def receive_confirm(self, data: bytes) -> bool:
-        idx = _accept_confirm(
-            self.suite, data, self.verify_keys, self.sid, self.epoch, self.key_id, self._confirm_key
-        )
+        idx = _accept_confirm(self.suite, data, self.verify_keys, self.sid, self.epoch, self.key_id, self._confirm_key)
         if idx is None:
             return False
         self.confirmed.add(idx)
@@ -404,9 +400,7 @@ class Wrap:
 class LkhServer:
     """Key server holding the whole key tree; rekeys on a leave."""
 
-    def __init__(
-        self, suite: Suite, n: int, signing_key: SigningKey, members: Sequence[VerifyKey], rng: Rng
-    ) -> None:
+    def __init__(self, suite: Suite, n: int, signing_key: SigningKey, members: Sequence[VerifyKey], rng: Rng) -> None:
         if n < 2 or len(members) != n:
             raise ValueError("an LKH tree needs n >= 2 members and one verify key each")
         self.suite = suite
@@ -457,9 +451,7 @@ class LkhServer:
         return sign1(payload, self.signing_key)
 
     def receive_confirm(self, data: bytes) -> bool:
-        idx = _accept_confirm(
-            self.suite, data, self.verify_keys, self.sid, self.epoch, self.key_id, self._confirm_key
-        )
+        idx = _accept_confirm(self.suite, data, self.verify_keys, self.sid, self.epoch, self.key_id, self._confirm_key)
         if idx is None:
             return False
         self.confirmed.add(idx)
@@ -540,9 +532,7 @@ class LkhMember:
         return _confirm(self.suite, self.signing_key, sid, epoch, self.idx, keys[ROOT])
 
 
-def setup_lkh(
-    suite: Suite | str, n: int, *, seed: bytes | str | int = 0
-) -> tuple[LkhServer, list[LkhMember]]:
+def setup_lkh(suite: Suite | str, n: int, *, seed: bytes | str | int = 0) -> tuple[LkhServer, list[LkhMember]]:
     """Provision a key server, the key tree and n members holding their path keys; nothing here is timed."""
     suite = _as_suite(suite)
     seeded = SeededRng(seed, label=b"GridKey bench lkh")
@@ -550,8 +540,7 @@ def setup_lkh(
     ids = [suite.generate_signing_key(seeded.fork(f"id:{i}")) for i in range(n)]
     server = LkhServer(suite, n, server_key, [sk.public_key for sk in ids], seeded.fork("server-session"))
     members = [
-        LkhMember(suite, i, lkh_leaf(n, i), ids[i], server.provision(i), server_key.public_key)
-        for i in range(n)
+        LkhMember(suite, i, lkh_leaf(n, i), ids[i], server.provision(i), server_key.public_key) for i in range(n)
     ]
     return server, members
 

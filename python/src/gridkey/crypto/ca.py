@@ -75,9 +75,7 @@ class Revocation:
 class LocalCA:
     """A CA key, its self-signed certificate and its revocation list."""
 
-    def __init__(
-        self, key: SigningKey, certificate: x509.Certificate, revocations: Iterable[Revocation] = ()
-    ) -> None:
+    def __init__(self, key: SigningKey, certificate: x509.Certificate, revocations: Iterable[Revocation] = ()) -> None:
         if key.public_key.spki_der != certificate.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ):
@@ -208,9 +206,7 @@ class LocalCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         )
         return _sign(builder, self._key)
 
@@ -263,9 +259,7 @@ class LocalCA:
             .last_update(start)
             .next_update(start + timedelta(days=days))
             .add_extension(x509.CRLNumber(self._last_crl_number), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         )
         for r in self._revoked.values():
             entry = x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(r.revoked_at)

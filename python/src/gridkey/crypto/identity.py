@@ -156,9 +156,7 @@ def _verify(
         cert.verify_directly_issued_by(ca_cert)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         detail = f" ({exc})" if str(exc) else ""
-        raise CertificateError(
-            "signature", f"certificate signature does not verify with the CA key{detail}"
-        ) from None
+        raise CertificateError("signature", f"certificate signature does not verify with the CA key{detail}") from None
 
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateError(
@@ -170,9 +168,7 @@ def _verify(
     exts = cert.extensions
     for ext in exts:
         if ext.critical and ext.oid not in _HANDLED_CRITICAL:
-            raise CertificateError(
-                "critical-extension", f"unsupported critical extension {ext.oid.dotted_string}"
-            )
+            raise CertificateError("critical-extension", f"unsupported critical extension {ext.oid.dotted_string}")
 
     bc = _get_ext(exts, x509.BasicConstraints)
     if bc is None or bc.ca:
@@ -248,13 +244,9 @@ def _san_role(exts: x509.Extensions, member_id: str) -> str:
     if san is None:
         raise CertificateError("san", "certificate has no SubjectAlternativeName")
     # Count case variants too, so a second "URN:GRIDKEY:..." cannot sit beside the canonical one.
-    uris = [
-        u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.lower().startswith(URN_PREFIX)
-    ]
+    uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.lower().startswith(URN_PREFIX)]
     if len(uris) != 1:
-        raise CertificateError(
-            "san", f"expected exactly one {URN_PREFIX}<role>:<member_id> URI, found {len(uris)}"
-        )
+        raise CertificateError("san", f"expected exactly one {URN_PREFIX}<role>:<member_id> URI, found {len(uris)}")
     uri = uris[0]
     role, sep, uri_member = uri[len(URN_PREFIX) :].partition(":")
     if not uri.startswith(URN_PREFIX) or not sep or role not in ROLES:
@@ -264,9 +256,7 @@ def _san_role(exts: x509.Extensions, member_id: str) -> str:
     return role
 
 
-def _check_crl(
-    crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime, serial: int
-) -> None:
+def _check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime, serial: int) -> None:
     if crl.issuer != ca_cert.subject:
         raise CertificateError("crl-issuer", "CRL issuer does not match the CA subject")
     ku = _get_ext(ca_cert.extensions, x509.KeyUsage)
@@ -286,8 +276,6 @@ def _check_crl(
     for ext in crl.extensions:
         # e.g. a (critical) delta-CRL indicator: treating a delta CRL as complete would miss revocations
         if ext.critical:
-            raise CertificateError(
-                "crl-extension", f"unsupported critical CRL extension {ext.oid.dotted_string}"
-            )
+            raise CertificateError("crl-extension", f"unsupported critical CRL extension {ext.oid.dotted_string}")
     if crl.get_revoked_certificate_by_serial_number(serial) is not None:
         raise CertificateError("revoked", f"certificate serial {serial:x} is revoked")

@@ -27,9 +27,7 @@ def entry_hash(prev: bytes, seq: int, ts: int, actor: str, action: str, subject:
     return hashlib.sha256(prev + body).digest()
 
 
-def append(
-    store: Store, conn: Connection, *, ts: int, actor: str, action: str, subject: str, **details
-) -> int:
+def append(store: Store, conn: Connection, *, ts: int, actor: str, action: str, subject: str, **details) -> int:
     head = conn.execute(store.locked(select(audit_head).where(audit_head.c.id == 1))).one()
     seq = head.seq + 1
     text = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
@@ -64,9 +62,7 @@ def verify(conn: Connection) -> VerifyResult:
     expected_seq = 1
     for row in conn.execute(select(audit).order_by(audit.c.seq)):
         if row.seq != expected_seq:
-            return VerifyResult(
-                False, count, prev.hex(), f"entry {expected_seq} is missing (found {row.seq})"
-            )
+            return VerifyResult(False, count, prev.hex(), f"entry {expected_seq} is missing (found {row.seq})")
         if row.prev_hash != prev:
             return VerifyResult(False, count, prev.hex(), f"entry {row.seq} does not link to its predecessor")
         digest = entry_hash(prev, row.seq, row.ts, row.actor, row.action, row.subject, row.details)
@@ -77,7 +73,5 @@ def verify(conn: Connection) -> VerifyResult:
         expected_seq += 1
     head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
     if head.seq != count or head.hash != prev:
-        return VerifyResult(
-            False, count, prev.hex(), "the chain head does not match the last entry (truncated?)"
-        )
+        return VerifyResult(False, count, prev.hex(), "the chain head does not match the last entry (truncated?)")
     return VerifyResult(True, count, prev.hex())

@@ -25,8 +25,7 @@ class Batcher:
         self.gateway = gateway
         self._q: queue.SimpleQueue[tuple[str, bytes, Future] | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._run, name=f"gridkey-batcher-{i}", daemon=True)
-            for i in range(workers)
+            threading.Thread(target=self._run, name=f"gridkey-batcher-{i}", daemon=True) for i in range(workers)
         ]
         for t in self._threads:
             t.start()

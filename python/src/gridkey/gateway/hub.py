@@ -86,10 +86,7 @@ class EventHub:
         """Publish events written by other replicas; returns how many were new."""
         with store.read() as conn:
             rows = conn.execute(
-                select(events)
-                .where(events.c.id > max(0, self.last_id - slack))
-                .order_by(events.c.id)
-                .limit(2000)
+                select(events).where(events.c.id > max(0, self.last_id - slack)).order_by(events.c.id).limit(2000)
             ).all()
         before = len(self._seen)
         for row in rows:

@@ -136,16 +136,12 @@ class Gateway:
         ts = self.clock()
         text = json.dumps(body, sort_keys=True, default=str)
         res = tx.conn.execute(
-            insert(events).values(
-                ts=ts, kind=kind, group_id=group_id, meter_id=meter_id, body=text, data=data
-            )
+            insert(events).values(ts=ts, kind=kind, group_id=group_id, meter_id=meter_id, body=text, data=data)
         )
         tx.events.append(GatewayEvent(res.inserted_primary_key[0], ts, kind, group_id, meter_id, body, data))
 
     def _audit(self, tx: _Tx, actor: str, action: str, subject: str, **details: Any) -> None:
-        audit.append(
-            self.store, tx.conn, ts=self.clock(), actor=actor, action=action, subject=subject, **details
-        )
+        audit.append(self.store, tx.conn, ts=self.clock(), actor=actor, action=action, subject=subject, **details)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -171,9 +167,7 @@ class Gateway:
             raise Invalid("gateway certificates cannot be enrolled as group members")
         pem = self._pem(cert_pem)
         with self._tx() as tx:
-            row = tx.conn.execute(
-                self.store.locked(select(meters).where(meters.c.meter_id == ident.member_id))
-            ).first()
+            row = tx.conn.execute(self.store.locked(select(meters).where(meters.c.meter_id == ident.member_id))).first()
             if row is not None:
                 if row.status == "revoked":
                     raise Forbidden(f"meter {ident.member_id} is revoked")
@@ -182,9 +176,7 @@ class Gateway:
                 tx.conn.execute(
                     update(meters)
                     .where(meters.c.meter_id == ident.member_id)
-                    .values(
-                        cert_pem=pem, kid=ident.kid, fingerprint=ident.fingerprint, serial=f"{ident.serial:x}"
-                    )
+                    .values(cert_pem=pem, kid=ident.kid, fingerprint=ident.fingerprint, serial=f"{ident.serial:x}")
                 )
                 self._audit(tx, actor, "meter.rotate", ident.member_id, fingerprint=ident.fingerprint)
             else:
@@ -284,9 +276,7 @@ class Gateway:
         _check_id(meter_id, "meter id")
         now = self.clock()
         with self._tx() as tx:
-            row = tx.conn.execute(
-                self.store.locked(select(meters).where(meters.c.meter_id == meter_id))
-            ).first()
+            row = tx.conn.execute(self.store.locked(select(meters).where(meters.c.meter_id == meter_id))).first()
             if row is None:
                 raise NotFound(f"no meter {meter_id}")
             if row.status == "revoked":
@@ -306,13 +296,9 @@ class Gateway:
                 )
             ).all()
             tx.conn.execute(
-                update(memberships)
-                .where(memberships.c.meter_id == meter_id)
-                .values(status="removed", removed_at=now)
+                update(memberships).where(memberships.c.meter_id == meter_id).values(status="removed", removed_at=now)
             )
-            self._audit(
-                tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected]
-            )
+            self._audit(tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected])
             self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
             for g in affected:
                 self._change(tx, g.group_id, "revoke", meter_id, now)
@@ -416,10 +402,7 @@ class Gateway:
                 .order_by(memberships.c.meter_id)
             ).all()
             s = conn.execute(
-                select(sessions)
-                .where(sessions.c.group_id == group_id)
-                .order_by(sessions.c.started_at.desc())
-                .limit(1)
+                select(sessions).where(sessions.c.group_id == group_id).order_by(sessions.c.started_at.desc()).limit(1)
             ).first()
             last = conn.execute(
                 select(epochs).where(epochs.c.group_id == group_id).order_by(epochs.c.epoch.desc()).limit(1)
@@ -464,9 +447,7 @@ class Gateway:
             raise Invalid("rekey interval must be an integer number of seconds (0 turns it off)")
         with self._tx() as tx:
             self._group_row(tx, group_id)
-            tx.conn.execute(
-                update(groups).where(groups.c.group_id == group_id).values(rekey_interval_s=seconds)
-            )
+            tx.conn.execute(update(groups).where(groups.c.group_id == group_id).values(rekey_interval_s=seconds))
             self._audit(tx, actor, "group.rekey_interval", group_id, seconds=seconds)
             self._emit(tx, "group.updated", group_id=group_id, rekey_interval_s=seconds)
         return self.get_group(group_id)
@@ -494,9 +475,7 @@ class Gateway:
                     )
                 else:
                     tx.conn.execute(
-                        insert(memberships).values(
-                            group_id=group_id, meter_id=mid, status="active", added_at=now
-                        )
+                        insert(memberships).values(group_id=group_id, meter_id=mid, status="active", added_at=now)
                     )
                 self._change(tx, group_id, "join", mid, now)
             if new:
@@ -511,9 +490,7 @@ class Gateway:
         with self._tx() as tx:
             self._group_row(tx, group_id)
             row = tx.conn.execute(
-                select(memberships).where(
-                    and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id)
-                )
+                select(memberships).where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id))
             ).first()
             if row is None or row.status == "removed":
                 raise NotFound(f"{meter_id} is not a member of {group_id}")
@@ -585,10 +562,7 @@ class Gateway:
         if s is not None and s.state in LIVE and meter_id in json.loads(s.members):
             return True
         e = conn.execute(
-            select(epochs.c.members)
-            .where(epochs.c.group_id == group_id)
-            .order_by(epochs.c.epoch.desc())
-            .limit(1)
+            select(epochs.c.members).where(epochs.c.group_id == group_id).order_by(epochs.c.epoch.desc()).limit(1)
         ).first()
         return e is not None and meter_id in json.loads(e.members)
 
@@ -598,10 +572,7 @@ class Gateway:
             if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
                 raise NotFound(f"no group {group_id}")
             rows = conn.execute(
-                select(epochs)
-                .where(epochs.c.group_id == group_id)
-                .order_by(epochs.c.epoch.desc())
-                .limit(limit)
+                select(epochs).where(epochs.c.group_id == group_id).order_by(epochs.c.epoch.desc()).limit(limit)
             ).all()
         return [
             {
@@ -639,9 +610,7 @@ class Gateway:
                 )
             }
             rows = conn.execute(select(meters).where(meters.c.meter_id.in_(sorted(ids)))).all()
-        return [
-            {"meter_id": r.meter_id, "role": r.role, "status": r.status, "cert_pem": r.cert_pem} for r in rows
-        ]
+        return [{"meter_id": r.meter_id, "role": r.role, "status": r.status, "cert_pem": r.cert_pem} for r in rows]
 
     def _group_row(self, tx: _Tx, group_id: str):
         _check_id(group_id, "group id")
@@ -767,8 +736,7 @@ class Gateway:
         ):
             msgs[str(m.round)].append(m.data)
         casts = {
-            b.kind: b.data
-            for b in conn.execute(select(session_broadcasts).where(session_broadcasts.c.sid == row.sid))
+            b.kind: b.data for b in conn.execute(select(session_broadcasts).where(session_broadcasts.c.sid == row.sid))
         }
         record = {"start": row.start_msg, "state": row.state, "messages": msgs, "broadcasts": casts}
         cs = CoordinatorSession.from_record(
@@ -851,9 +819,7 @@ class Gateway:
                 )
         except IntegrityError:
             # Another session already committed this epoch: never record a second key id for it.
-            log.error(
-                "epoch %s of %s was already committed; refusing a second key id", ev.epoch, row.group_id
-            )
+            log.error("epoch %s of %s was already committed; refusing a second key id", ev.epoch, row.group_id)
             raise Conflict(f"epoch {ev.epoch} of {row.group_id} is already committed") from None
         tx.conn.execute(
             update(groups)
@@ -964,9 +930,7 @@ class Gateway:
                         continue
                     if row is None or row.sid != sids[i] or row.state not in LIVE:
                         self._count("drop:other_session")
-                        results[i] = Conflict(
-                            "no live session with this sid for the group (late or stale message)"
-                        )
+                        results[i] = Conflict("no live session with this sid for the group (late or stale message)")
                         continue
                     cs = self._load(tx.conn, row)
                     drops = self._apply(tx, row, cs, cs.receive(data, now), now)
@@ -1022,9 +986,7 @@ class Gateway:
             ).all()
         for sid, _group in due:
             with self._tx() as tx:
-                row = tx.conn.execute(
-                    self.store.locked(select(sessions).where(sessions.c.sid == sid))
-                ).first()
+                row = tx.conn.execute(self.store.locked(select(sessions).where(sessions.c.sid == sid))).first()
                 if row is None or row.state not in LIVE:
                     continue
                 cs = self._load(tx.conn, row)
@@ -1065,9 +1027,7 @@ class Gateway:
                 raise Invalid("sender index outside the epoch's roster")
             digest = hashlib.sha256(data).digest()
             exists = tx.conn.execute(
-                select(group_data.c.id).where(
-                    and_(group_data.c.group_id == group_id, group_data.c.digest == digest)
-                )
+                select(group_data.c.id).where(and_(group_data.c.group_id == group_id, group_data.c.digest == digest))
             ).first()
             if exists:
                 return {"id": exists.id, "duplicate": True}
@@ -1097,9 +1057,7 @@ class Gateway:
                 size=len(data),
             )
             if kind == "command":
-                self._audit(
-                    tx, f"member:{roster[sender]}", "command.relay", group_id, epoch=ep.epoch, size=len(data)
-                )
+                self._audit(tx, f"member:{roster[sender]}", "command.relay", group_id, epoch=ep.epoch, size=len(data))
         return {"id": msg_id, "duplicate": False}
 
     def data_since(self, group_id: str, after: int = 0, limit: int = 200) -> list[dict]:
@@ -1129,9 +1087,7 @@ class Gateway:
 
     INLINE_LIMIT = 900  # larger messages are announced, and fetched with a (block-wise) GET
 
-    def inbox(
-        self, group_id: str, meter_id: str, *, after: int = 0, limit: int = 100
-    ) -> tuple[int, list[list]]:
+    def inbox(self, group_id: str, meter_id: str, *, after: int = 0, limit: int = 100) -> tuple[int, list[list]]:
         """Coordinator messages and group data for one member, after event id ``after``.
 
         Returns (cursor, items); items are ``["s", sid, kind, message]`` for coordinator messages
@@ -1166,7 +1122,8 @@ class Gateway:
     def inbox_item(self, kind: str, body: dict, data: bytes | None) -> list | None:
         inline = data if data is not None and len(data) <= self.INLINE_LIMIT else None
         if kind.startswith("session."):
-            return ["s", bytes.fromhex(body["sid"]), kind.split(".", 1)[1], inline]
+            sub = kind.split(".", 1)[1]
+            return ["s", bytes.fromhex(body["sid"]), "start" if sub == "started" else sub, inline]
         if kind.startswith("data."):
             return ["d", body["msg_id"], inline]
         return None
@@ -1237,9 +1194,7 @@ class Gateway:
         with self.store.read() as conn:
             return audit.verify(conn)
 
-    def events_since(
-        self, after: int = 0, limit: int = 500, group_id: str | None = None
-    ) -> list[GatewayEvent]:
+    def events_since(self, after: int = 0, limit: int = 500, group_id: str | None = None) -> list[GatewayEvent]:
         from .hub import row_to_event
 
         stmt = select(events).where(events.c.id > after)
@@ -1257,9 +1212,7 @@ class Gateway:
                 tx.conn.execute(delete(events).where(events.c.id <= top - self.config.event_retention))
             top = tx.conn.execute(select(func.max(group_data.c.id))).scalar()
             if top and top > self.config.data_retention * 4:
-                tx.conn.execute(
-                    delete(group_data).where(group_data.c.id <= top - self.config.data_retention * 4)
-                )
+                tx.conn.execute(delete(group_data).where(group_data.c.id <= top - self.config.data_retention * 4))
 
     def stats(self) -> dict[str, Any]:
         with self.store.read() as conn:

@@ -109,9 +109,7 @@ class CoordinatorSession:
                 raise ValueError("stored Start does not match the member keys given")
         self.start = start
         self.start_message = start_bytes
-        self._members = [
-            _Member(i, e, key) for i, (e, (_, key)) in enumerate(zip(roster, ordered, strict=True))
-        ]
+        self._members = [_Member(i, e, key) for i, (e, (_, key)) in enumerate(zip(roster, ordered, strict=True))]
         self._by_kid = {m.entry.kid: m for m in self._members}
         self.state = CoordState.ROUND1
         self._slots: dict[int, dict[int, Envelope]] = {1: {}, 2: {}, 3: {}}

@@ -53,12 +53,7 @@ _SIG1_PREFIX = cbor.dumps(["Signature1", b"", b"", b""])[:12]  # array(4), "Sign
 
 def sig_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
     """Deterministic CBOR of ["Signature1", protected, external_aad, payload], by concatenation."""
-    return (
-        _SIG1_PREFIX
-        + cbor.encode_bstr(protected)
-        + cbor.encode_bstr(external_aad)
-        + cbor.encode_bstr(payload)
-    )
+    return _SIG1_PREFIX + cbor.encode_bstr(protected) + cbor.encode_bstr(external_aad) + cbor.encode_bstr(payload)
 
 
 @cache

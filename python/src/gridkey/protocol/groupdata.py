@@ -153,18 +153,14 @@ class GroupChannel:
         if not window.check(seq):
             raise Rejected(DropReason.REPLAY, f"sequence number {seq} from sender {sender}")
         try:
-            pt = self._aead.decrypt(
-                _nonce(self.keys.base_iv, sender, seq), ct, _aad(self.keys, sender, seq, ctype)
-            )
+            pt = self._aead.decrypt(_nonce(self.keys.base_iv, sender, seq), ct, _aad(self.keys, sender, seq, ctype))
         except InvalidTag:
             raise Rejected(DropReason.BAD_SIGNATURE, "authentication failed") from None
         sender_entry = self.keys.roster[sender]
         if ctype == ContentType.COMMAND:
             pt = self._check_command(pt, sender_entry.kid)
         window.mark(seq)
-        return Delivered(
-            self.keys.group_id, self.keys.epoch, sender_entry.member_id, seq, ContentType(ctype), pt
-        )
+        return Delivered(self.keys.group_id, self.keys.epoch, sender_entry.member_id, seq, ContentType(ctype), pt)
 
     def _check_command(self, inner: bytes, sender_kid: bytes) -> bytes:
         try:

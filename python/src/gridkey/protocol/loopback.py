@@ -75,8 +75,7 @@ class Loopback:
         self.rng = rng or seeded.fork("coordinator-session")
         self.coordinator_key: SigningKey = suite.generate_signing_key(seeded.fork("coordinator"))
         self.identities = {
-            mid: MemberIdentity(mid, suite.generate_signing_key(seeded.fork(f"id:{mid}")))
-            for mid in member_ids
+            mid: MemberIdentity(mid, suite.generate_signing_key(seeded.fork(f"id:{mid}"))) for mid in member_ids
         }
         self.directory = KeyDirectory()
         for ident in self.identities.values():

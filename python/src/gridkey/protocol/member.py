@@ -154,7 +154,7 @@ class MemberSession:
         if isinstance(msg, Abort):
             if self.is_terminal:
                 return [Dropped(DropReason.UNEXPECTED, "abort after the session ended")]
-            return self._abort(AbortReason.COORDINATOR_ABORT, msg.reason)
+            return self._abort(AbortReason.COORDINATOR_ABORT, msg.reason, msg.excluded)
         if isinstance(msg, Bundle):
             kind = f"bundle{msg.round}"
         elif isinstance(msg, Commit):
@@ -210,11 +210,7 @@ class MemberSession:
         prefix = member_payload_prefix(mtype, self.sid, self.start.epoch, j) + self._element_head[mtype]
         payload = s1.payload
         size = len(payload) - len(prefix)
-        if (
-            s1.kid != self.start.roster[j].kid
-            or size != self._element_len[mtype]
-            or not payload.startswith(prefix)
-        ):
+        if s1.kid != self.start.roster[j].kid or size != self._element_len[mtype] or not payload.startswith(prefix):
             raise _Abort(AbortReason.INVALID_BUNDLE, f"item {j} is not member {j}'s {mtype.name.title()}")
         return s1, payload[len(prefix) :]
 
@@ -326,11 +322,11 @@ class MemberSession:
         self._r = None
         self._z_prev = None
 
-    def _abort(self, reason: AbortReason, detail: str) -> list[Event]:
+    def _abort(self, reason: AbortReason, detail: str, excluded: tuple[str, ...] = ()) -> list[Event]:
         self._erase_ephemeral()
         self._keys = None
         self.state = MemberState.ABORTED
-        self.result = Aborted(reason, self.start.epoch, self.sid, (), detail)
+        self.result = Aborted(reason, self.start.epoch, self.sid, excluded, detail)
         return [self.result]
 
 

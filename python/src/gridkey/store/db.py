@@ -32,9 +32,7 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.is_postgres = url.startswith(("postgresql", "postgres"))
         if not (self.is_sqlite or self.is_postgres):
-            raise StoreError(
-                f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://"
-            )
+            raise StoreError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         if self.is_sqlite:

@@ -1,0 +1,427 @@
+"""A meter agent: one identity, a real protocol participant over CoAP (or HTTP).
+
+It enrols with a signed request, observes each of its groups, takes part in every negotiation
+(``GroupMember`` from the protocol core does the cryptography), keeps the epoch keys in memory
+only, decrypts group commands and sends encrypted readings. It verifies the gateway's and every
+peer's certificate against the CA it was provisioned with, and the CA's revocation list.
+
+Robustness: Observe notifications may be lost, reordered or stop (a gateway restart forgets its
+observers), so the agent also catches up by fetching the session's messages when it sees a gap,
+when a negotiation stalls, and every ``resync_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from ..crypto.groups import Rng
+from ..crypto.identity import CertificateError, load_certificate, verify_certificate
+from ..crypto.rng import system_rng
+from ..crypto.signatures import SigningKey, verify_key_from_cryptography
+from ..crypto.suite import SUITES
+from ..protocol.directory import KeyDirectory
+from ..protocol.errors import DecodeError, Rejected
+from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Send
+from ..protocol.groupdata import ContentType, GroupChannel, parse_data_message
+from ..protocol.member import GroupMember, MemberIdentity
+from ..protocol.messages import Start, decode
+from ..protocol.requests import MeterRequest
+from .links import Link, LinkError
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class GroupView:
+    """What one meter knows about one of its groups (metadata only; keys stay in ``member``)."""
+
+    member: GroupMember
+    channels: dict[bytes, GroupChannel] = field(default_factory=dict)  # key id -> channel
+    epochs: list[dict] = field(default_factory=list)
+    last_progress: float = 0.0
+    data_cursor: int = 0
+    start_wire: dict[bytes, bytes] = field(default_factory=dict)  # sid -> Start (for KeysNeeded retries)
+    seen: set[bytes] = field(default_factory=set)  # coordinator messages already fed (exact bytes)
+
+
+@dataclass
+class AgentStats:
+    commands: list[dict] = field(default_factory=list)
+    readings_sent: int = 0
+    readings_received: int = 0
+    drops: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+class MeterAgent:
+    def __init__(
+        self,
+        *,
+        meter_id: str,
+        signing_key: SigningKey,
+        cert_der: bytes,
+        ca_cert: x509.Certificate,
+        link: Link,
+        clock: Callable[[], int] = wall_ms,
+        rng: Rng = system_rng,
+        resync_s: float = 10.0,
+        stall_s: float = 1.0,
+        on_event: Callable[[str, dict], None] | None = None,
+    ) -> None:
+        self.meter_id = meter_id
+        self.key = signing_key
+        self.cert_der = cert_der
+        self.ca_cert = ca_cert
+        self.link = link
+        self.clock = clock
+        self.rng = rng
+        self.resync_s = resync_s
+        self.stall_s = stall_s
+        self.on_event = on_event or (lambda kind, info: None)
+        self.identity = MemberIdentity(meter_id, signing_key)
+        self.directory = KeyDirectory()
+        self.groups: dict[str, GroupView] = {}
+        self.stats = AgentStats()
+        self.coordinator_key = None
+        self.gateway_id = ""
+        self._tasks: list[asyncio.Task] = []
+        self._crl: x509.CertificateRevocationList | None = None
+        self.revoked = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.link.open()
+        gateway_id, gw_der, _ca_der = await self.link.gateway_info()
+        await self._refresh_crl()
+        ident = self._verify(gw_der)
+        if ident.role != "gateway":
+            raise LinkError(403, f"{gateway_id} does not hold a gateway certificate")
+        self.gateway_id = ident.member_id
+        self.coordinator_key = ident.key
+        req = MeterRequest("enroll", self.meter_id, self.clock(), cert_der=self.cert_der).sign(self.key)
+        await self.link.enroll(req)
+        self._tasks.append(asyncio.create_task(self._discover_loop(), name=f"{self.meter_id}-discover"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        await self.link.close()
+
+    def _verify(self, der: bytes):
+        return verify_certificate(der, self.ca_cert, now=datetime.now(UTC), crl=self._crl)
+
+    async def _refresh_crl(self) -> None:
+        raw = await self.link.crl()
+        if raw:
+            try:
+                crl = x509.load_der_x509_crl(raw)
+            except ValueError:
+                return
+            if crl.is_signature_valid(self.ca_cert.public_key()):  # type: ignore[arg-type]
+                self._crl = crl
+
+    async def _discover_loop(self) -> None:
+        """Learn which groups this meter is in: observed where the link can, re-checked on resync."""
+        backoff = 0.2
+        while True:
+            try:
+                async for group_ids in self.link.watch_groups(self.meter_id):
+                    backoff = 0.2
+                    for gid in group_ids:
+                        if gid not in self.groups:
+                            self._join(gid)
+            except LinkError as exc:
+                if exc.status == 403:
+                    self.revoked = True
+                    self.on_event("revoked", {"meter_id": self.meter_id})
+                    return
+                self.stats.errors.append(f"discover: {exc}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("discover loop failed")
+                self.stats.errors.append(f"discover: {type(exc).__name__}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.resync_s)
+
+    def _join(self, group_id: str) -> None:
+        view = GroupView(
+            GroupMember(
+                suite=SUITES["GK1"],  # replaced by the Start's suite on first contact
+                me=self.identity,
+                group_id=group_id,
+                coordinator_keys=[self.coordinator_key],
+                directory=self.directory,
+                rng=self.rng,
+            )
+        )
+        self.groups[group_id] = view
+        self._tasks.append(asyncio.create_task(self._observe_loop(group_id), name=f"{self.meter_id}-{group_id}"))
+        self._tasks.append(asyncio.create_task(self._watchdog(group_id), name=f"{self.meter_id}-{group_id}-wd"))
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _observe_loop(self, group_id: str) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                first = True
+                async for _cursor, item in self.link.inbox(self.meter_id, group_id):
+                    if first:
+                        first = False
+                        backoff = 0.2
+                        await self.catch_up(group_id)
+                    if item is not None:
+                        await self._on_item(group_id, item)
+            except LinkError as exc:
+                if exc.status == 403:
+                    self.on_event("refused", {"group_id": group_id, "detail": exc.detail})
+                    return  # revoked or removed: nothing more for us here
+                self.stats.errors.append(f"observe {group_id}: {exc}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the agent alive; report
+                log.exception("observe loop failed")
+                self.stats.errors.append(f"observe {group_id}: {type(exc).__name__}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _on_item(self, group_id: str, item: list) -> None:
+        if item[0] == "s":
+            _, _sid, kind, data = item
+            if data is None:
+                try:
+                    data = await self.link.session_kind(group_id, kind)
+                except LinkError:
+                    return
+            await self.feed(group_id, data)
+        elif item[0] == "d":
+            await self._fetch_data(group_id)
+
+    async def catch_up(self, group_id: str) -> None:
+        """Feed every coordinator message of the latest session (duplicates are skipped)."""
+        try:
+            messages = await self.link.session(group_id)
+        except LinkError as exc:
+            self.stats.errors.append(f"catch-up {group_id}: {exc}")
+            return
+        for data in messages:
+            await self.feed(group_id, data)
+
+    async def feed(self, group_id: str, data: bytes) -> None:
+        view = self.groups.get(group_id)
+        if view is None or data in view.seen:
+            return
+        if view.member.session is None:
+            self._adopt_suite(view, data)
+        member = view.member
+        events = member.receive(data, self.clock())
+        retry_start = False
+        for ev in events:
+            if isinstance(ev, Send):
+                view.last_progress = time.monotonic()
+                await self._post_round(group_id, ev.data)
+            elif isinstance(ev, KeysNeeded):
+                await self._fetch_certs(group_id)
+                retry_start = True
+            elif isinstance(ev, KeyEstablished):
+                view.last_progress = time.monotonic()
+                self._on_key(group_id, view, ev)
+            elif isinstance(ev, Aborted):
+                self.on_event("aborted", {"group_id": group_id, "epoch": ev.epoch, "reason": ev.reason.value})
+                if self.meter_id in ev.excluded:
+                    await self._rejoin(group_id)
+            elif isinstance(ev, Dropped):
+                self.stats.drops[ev.reason.value] += 1
+        if retry_start:
+            for ev in member.receive(data, self.clock()):
+                if isinstance(ev, Send):
+                    await self._post_round(group_id, ev.data)
+        else:
+            view.seen.add(data)
+            if len(view.seen) > 64:
+                view.seen.clear()
+        session = member.session
+        if session is not None and not session.is_terminal and session._pending:
+            await self.catch_up(group_id)  # something arrived early: we missed a message
+
+    def _adopt_suite(self, view: GroupView, data: bytes) -> None:
+        """The group's suite is only known from its Start; rebuild the member once we see it."""
+        try:
+            msg = decode(data).msg
+        except Exception:
+            return
+        if isinstance(msg, Start) and msg.suite != view.member.suite.name and view.member.session is None:
+            old = view.member
+            view.member = GroupMember(
+                suite=SUITES[msg.suite],
+                me=self.identity,
+                group_id=old.group_id,
+                coordinator_keys=[self.coordinator_key],
+                directory=self.directory,
+                rng=self.rng,
+                committed_epoch=old.committed_epoch,
+            )
+
+    async def _post_round(self, group_id: str, data: bytes) -> None:
+        try:
+            await self.link.post_round(group_id, data)
+        except LinkError as exc:
+            if exc.status != 409:  # 409: the session moved on, harmless
+                self.stats.errors.append(f"round {group_id}: {exc}")
+
+    async def _fetch_certs(self, group_id: str) -> None:
+        await self._refresh_crl()
+        for member_id, role, der in await self.link.certs(group_id):
+            try:
+                ident = self._verify(der)
+            except CertificateError as exc:
+                self.stats.errors.append(f"peer {member_id} rejected: {exc}")
+                with contextlib.suppress(CertificateError, ValueError):
+                    self.directory.remove(verify_key_from_cryptography(load_certificate(der).public_key()).kid)
+                continue
+            if ident.member_id == member_id and ident.role == role:
+                self.directory.add(ident.member_id, ident.key, ident.role)
+
+    async def _rejoin(self, group_id: str) -> None:
+        req = MeterRequest("rejoin", self.meter_id, self.clock(), group_id=group_id).sign(self.key)
+        try:
+            await self.link.rejoin(group_id, req)
+            self.on_event("rejoin", {"group_id": group_id})
+        except LinkError as exc:
+            self.stats.errors.append(f"rejoin {group_id}: {exc}")
+
+    def _on_key(self, group_id: str, view: GroupView, ev: KeyEstablished) -> None:
+        keys = ev.keys
+        view.channels[keys.key_id] = GroupChannel(view.member.suite, keys, self.meter_id, self.directory)
+        while len(view.channels) > 2:  # current and previous epoch only
+            view.channels.pop(next(iter(view.channels)))
+        info = {"group_id": group_id, "epoch": keys.epoch, "key_id": keys.key_id.hex(), "at": self.clock()}
+        view.epochs.append(info)
+        self.on_event("epoch", info)
+
+    async def _fetch_data(self, group_id: str) -> None:
+        view = self.groups[group_id]
+        try:
+            rows = await self.link.data_since(group_id, view.data_cursor)
+        except LinkError as exc:
+            self.stats.errors.append(f"data {group_id}: {exc}")
+            return
+        for msg_id, _sender, data in rows:
+            view.data_cursor = max(view.data_cursor, msg_id)
+            self._open(group_id, view, data)
+
+    def _open(self, group_id: str, view: GroupView, data: bytes) -> None:
+        try:
+            key_id, sender, _, _, _ = parse_data_message(data)
+        except (Rejected, DecodeError):
+            self.stats.drops["data_malformed"] += 1
+            return
+        channel = view.channels.get(key_id)
+        if channel is None:
+            self.stats.drops["data_unknown_key"] += 1
+            return
+        roster = channel.keys.roster
+        if sender < len(roster) and roster[sender].member_id == self.meter_id:
+            return  # our own message, relayed back by the gateway
+        try:
+            got = channel.open(data)
+        except Rejected as exc:
+            self.stats.drops[f"data_{exc.reason.value}"] += 1
+            return
+        if got.content_type == ContentType.COMMAND:
+            info = {"group_id": group_id, "epoch": got.epoch, "from": got.sender_id, "seq": got.seq}
+            try:
+                info["command"] = json.loads(got.plaintext)
+            except ValueError:
+                info["command"] = got.plaintext.hex()
+            self.stats.commands.append(info)
+            self.on_event("command", info)
+        else:
+            self.stats.readings_received += 1
+            self.on_event("reading", {"group_id": group_id, "from": got.sender_id, "epoch": got.epoch})
+
+    async def _watchdog(self, group_id: str) -> None:
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            view = self.groups.get(group_id)
+            if view is None:
+                return
+            now = time.monotonic()
+            for ev in view.member.tick(self.clock()):
+                if isinstance(ev, Aborted):
+                    self.on_event("aborted", {"group_id": group_id, "epoch": ev.epoch, "reason": ev.reason.value})
+            session = view.member.session
+            live = session is not None and not session.is_terminal
+            if (live and now - view.last_progress > self.stall_s) or now - last_resync > self.resync_s:
+                last_resync = now
+                view.last_progress = now
+                await self.catch_up(group_id)
+                await self._fetch_data(group_id)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def current_channel(self, group_id: str) -> GroupChannel | None:
+        view = self.groups.get(group_id)
+        if view is None or view.member.current is None:
+            return None
+        return view.channels.get(view.member.current.key_id)
+
+    async def send_reading(self, group_id: str, reading: dict) -> dict | None:
+        channel = self.current_channel(group_id)
+        if channel is None:
+            return None
+        data = channel.seal(json.dumps(reading, separators=(",", ":")).encode())
+        out = await self.link.post_data(group_id, data)
+        self.stats.readings_sent += 1
+        return out
+
+    async def send_command(self, group_id: str, command: bytes) -> dict:
+        """Controller only: sign as the controller, encrypt under the current epoch key."""
+        channel = self.current_channel(group_id)
+        if channel is None:
+            raise LinkError(409, f"no committed epoch key for {group_id} yet")
+        data = channel.seal_command(command, self.key)
+        out = await self.link.post_data(group_id, data)
+        return {"group_id": group_id, "epoch": channel.keys.epoch, "key_id": channel.keys.key_id.hex(), **out}
+
+    def status(self) -> dict:
+        """Metadata for status files and dashboards: never key material."""
+        return {
+            "meter_id": self.meter_id,
+            "revoked": self.revoked,
+            "groups": {
+                gid: {
+                    "epoch": v.member.current.epoch if v.member.current else 0,
+                    "key_id": v.member.current.key_id.hex() if v.member.current else None,
+                    "epochs_seen": len(v.epochs),
+                }
+                for gid, v in self.groups.items()
+            },
+            "commands": self.stats.commands[-20:],
+            "commands_received": len(self.stats.commands),
+            "readings_sent": self.stats.readings_sent,
+            "readings_received": self.stats.readings_received,
+            "drops": dict(self.stats.drops),
+            "errors": self.stats.errors[-5:],
+        }

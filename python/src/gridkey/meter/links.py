@@ -1,0 +1,271 @@
+"""How a meter talks to its gateway: CoAP (default) or HTTP, behind one small async interface.
+
+The meter is a separate party: it uses the protocol core and its own client here, never the
+gateway package. Both links speak the same resources (see ``gridkey.transports.coap`` and the
+REST API's meter endpoints); the agent does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import aiocoap
+import cbor2
+import httpx
+from aiocoap.numbers.codes import Code
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+REQUEST_TIMEOUT_S = 20.0
+
+
+class LinkError(Exception):
+    """The gateway refused a request (4.xx) or could not be reached."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Link(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def gateway_info(self) -> tuple[str, bytes, bytes]: ...
+    async def enroll(self, request: bytes) -> dict: ...
+    async def meter_groups(self, meter_id: str) -> list[str]: ...
+    def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]: ...
+    async def certs(self, group_id: str) -> list[tuple[str, str, bytes]]: ...
+    async def crl(self) -> bytes | None: ...
+    async def session(self, group_id: str) -> list[bytes]: ...
+    async def session_kind(self, group_id: str, kind: str) -> bytes: ...
+    async def post_round(self, group_id: str, data: bytes) -> bool: ...
+    async def rejoin(self, group_id: str, request: bytes) -> None: ...
+    async def post_data(self, group_id: str, data: bytes) -> dict: ...
+    async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]: ...
+    def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]: ...
+
+
+_CODE_STATUS = {
+    Code.BAD_REQUEST: 400,
+    Code.UNAUTHORIZED: 401,
+    Code.FORBIDDEN: 403,
+    Code.NOT_FOUND: 404,
+    Code.METHOD_NOT_ALLOWED: 405,
+    Code.CONFLICT: 409,
+    Code.REQUEST_ENTITY_TOO_LARGE: 413,
+}
+
+
+class CoapLink:
+    """One aiocoap client context (its own UDP socket) per meter."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.ctx: aiocoap.Context | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    async def open(self) -> None:
+        self.ctx = await aiocoap.Context.create_client_context()
+
+    async def close(self) -> None:
+        if self.ctx is not None:
+            await self.ctx.shutdown()
+            self.ctx = None
+
+    async def _req(self, code: Code, path: str, payload: bytes = b"", query: str = "") -> aiocoap.Message:
+        assert self.ctx is not None, "open() the link first"
+        uri = f"{self.base}/gk/{path}" + (f"?{query}" if query else "")
+        msg = aiocoap.Message(code=code, uri=uri, payload=payload)
+        self.bytes_sent += len(payload)
+        try:
+            resp = await asyncio.wait_for(self.ctx.request(msg).response, REQUEST_TIMEOUT_S)
+        except (TimeoutError, aiocoap.error.Error, OSError) as exc:
+            raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
+        self.bytes_received += len(resp.payload)
+        if not resp.code.is_successful():
+            raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
+        return resp
+
+    async def _cbor(self, path: str, query: str = "") -> Any:
+        return cbor2.loads((await self._req(Code.GET, path, query=query)).payload)
+
+    async def gateway_info(self) -> tuple[str, bytes, bytes]:
+        info = await self._cbor("gateway")
+        return info[1], info[2], info[3]
+
+    async def enroll(self, request: bytes) -> dict:
+        return cbor2.loads((await self._req(Code.POST, "meters", request)).payload)
+
+    async def meter_groups(self, meter_id: str) -> list[str]:
+        info = await self._cbor(f"meters/{meter_id}")
+        return [g["group_id"] for g in info.get("groups", [])]
+
+    async def certs(self, group_id: str) -> list[tuple[str, str, bytes]]:
+        return [tuple(c) for c in await self._cbor(f"groups/{group_id}/certs")]
+
+    async def crl(self) -> bytes | None:
+        try:
+            return (await self._req(Code.GET, "crl")).payload
+        except LinkError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def session(self, group_id: str) -> list[bytes]:
+        return await self._cbor(f"groups/{group_id}/session")
+
+    async def session_kind(self, group_id: str, kind: str) -> bytes:
+        return (await self._req(Code.GET, f"groups/{group_id}/session/{kind}")).payload
+
+    async def post_round(self, group_id: str, data: bytes) -> bool:
+        resp = await self._req(Code.POST, f"groups/{group_id}/rounds", data)
+        return resp.payload != b"duplicate"
+
+    async def rejoin(self, group_id: str, request: bytes) -> None:
+        await self._req(Code.POST, f"groups/{group_id}/rejoin", request)
+
+    async def post_data(self, group_id: str, data: bytes) -> dict:
+        return cbor2.loads((await self._req(Code.POST, f"groups/{group_id}/data", data)).payload)
+
+    async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
+        return [tuple(r) for r in await self._cbor(f"groups/{group_id}/data", f"after={after}")]
+
+    async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
+        """Observe the meter resource; yields its group ids now and whenever they change."""
+        async for info in self._observe(f"meters/{meter_id}"):
+            yield [g["group_id"] for g in info.get("groups", [])]
+
+    async def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]:
+        """Observe the member resource; yields (event id, item). Ends (LinkError) when refused."""
+        async for cursor, item in self._observe(f"meters/{meter_id}/groups/{group_id}"):
+            yield cursor, item
+
+    async def _observe(self, path: str) -> AsyncIterator[Any]:
+        assert self.ctx is not None
+        msg = aiocoap.Message(code=Code.GET, uri=f"{self.base}/gk/{path}", observe=0)
+        pr = self.ctx.request(msg)
+        try:
+            first = await asyncio.wait_for(pr.response, REQUEST_TIMEOUT_S)
+        except (TimeoutError, aiocoap.error.Error, OSError) as exc:
+            raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
+        if not first.code.is_successful():
+            raise LinkError(_CODE_STATUS.get(first.code, 400), first.payload.decode("utf-8", "replace"))
+        yield cbor2.loads(first.payload)
+        try:
+            async for resp in pr.observation:
+                self.bytes_received += len(resp.payload)
+                if not resp.code.is_successful():
+                    raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
+                yield cbor2.loads(resp.payload)
+        except aiocoap.error.Error as exc:
+            raise LinkError(503, f"observation ended: {exc}") from None
+        finally:
+            if not pr.observation.cancelled:
+                pr.observation.cancel()
+
+
+class HttpLink:
+    """The REST API's meter-facing endpoints; the inbox is a long poll."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.client: httpx.AsyncClient | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    async def open(self) -> None:
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(REQUEST_TIMEOUT_S, read=40.0))
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def _req(self, method: str, path: str, content: bytes | None = None, params=None) -> httpx.Response:
+        assert self.client is not None, "open() the link first"
+        headers = {"content-type": "application/cose"} if content is not None else {}
+        self.bytes_sent += len(content or b"")
+        try:
+            resp = await self.client.request(method, f"/v1/{path}", content=content, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
+        self.bytes_received += len(resp.content)
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise LinkError(resp.status_code, detail)
+        return resp
+
+    async def gateway_info(self) -> tuple[str, bytes, bytes]:
+        info = (await self._req("GET", "gateway")).json()
+        der = [
+            x509.load_pem_x509_certificate(info[k].encode()).public_bytes(Encoding.DER) for k in ("cert_pem", "ca_pem")
+        ]
+        return info["gateway_id"], der[0], der[1]
+
+    async def enroll(self, request: bytes) -> dict:
+        return (await self._req("POST", "enroll", request)).json()
+
+    async def meter_groups(self, meter_id: str) -> list[str]:
+        return (await self._req("GET", f"meters/{meter_id}/groups")).json()["groups"]
+
+    async def certs(self, group_id: str) -> list[tuple[str, str, bytes]]:
+        out = []
+        for c in (await self._req("GET", f"groups/{group_id}/certs")).json():
+            der = x509.load_pem_x509_certificate(c["cert_pem"].encode()).public_bytes(Encoding.DER)
+            out.append((c["meter_id"], c["role"], der))
+        return out
+
+    async def crl(self) -> bytes | None:
+        try:
+            return (await self._req("GET", "crl")).content
+        except LinkError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def session(self, group_id: str) -> list[bytes]:
+        return cbor2.loads((await self._req("GET", f"groups/{group_id}/session")).content)
+
+    async def session_kind(self, group_id: str, kind: str) -> bytes:
+        return (await self._req("GET", f"groups/{group_id}/session/{kind}")).content
+
+    async def post_round(self, group_id: str, data: bytes) -> bool:
+        resp = await self._req("POST", f"groups/{group_id}/rounds", data)
+        return resp.status_code == 204
+
+    async def rejoin(self, group_id: str, request: bytes) -> None:
+        await self._req("POST", f"groups/{group_id}/rejoin", request)
+
+    async def post_data(self, group_id: str, data: bytes) -> dict:
+        return (await self._req("POST", f"groups/{group_id}/data", data)).json()
+
+    async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
+        rows = cbor2.loads((await self._req("GET", f"groups/{group_id}/data", params={"after": after})).content)
+        return [tuple(r) for r in rows]
+
+    async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
+        """HTTP has no Observe: poll the meter's groups every few seconds."""
+        while True:
+            yield await self.meter_groups(meter_id)
+            await asyncio.sleep(2.0)
+
+    async def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]:
+        cursor = -1
+        while True:
+            params = {"after": max(cursor, 0), "wait": 0 if cursor < 0 else 20}
+            resp = await self._req("GET", f"meters/{meter_id}/groups/{group_id}/inbox", params=params)
+            body = cbor2.loads(resp.content)
+            if cursor < 0:
+                cursor = body["cursor"]
+                yield cursor, None  # like the CoAP link: the first answer carries no item
+                continue
+            for item in body["items"]:
+                yield body["cursor"], item
+            cursor = body["cursor"]
