@@ -7,11 +7,14 @@ gridkey demo            (the sidecar + fleet demo; lands with the gateway sideca
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
+from .commands.common import DEFAULT_DATA, host_port
 
 
 def _int_list(text: str) -> list[int]:
@@ -50,9 +53,25 @@ def _cmd_bench_protocol(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print("gridkey demo: not yet — the sidecar and fleet land with the gateway issue.")
-    print("Meanwhile: `gridkey bench protocol --n 3,10,25` runs the protocol in-process.")
-    return 0
+    from .commands import demo
+
+    return demo.run(args)
+
+
+def _cmd_bench_e2e(args: argparse.Namespace) -> int:
+    from .bench import e2e
+
+    return e2e.run(args)
+
+
+def _lazy(module: str, func: str):
+    """Import a subcommand's module only when it runs (keeps `gridkey --help` fast)."""
+
+    def call(args: argparse.Namespace) -> int:
+        mod = importlib.import_module(f".commands.{module}", __package__)
+        return getattr(mod, func)(args)
+
+    return call
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,9 +101,124 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
     bp.set_defaults(func=_cmd_bench_protocol)
 
-    demo = sub.add_parser("demo", help="run the sidecar + simulated meters demo")
-    demo.add_argument("--keep", action="store_true", help="leave the sidecar running afterwards")
+    be = bench_sub.add_parser(
+        "e2e",
+        help="sidecar + fleet over real CoAP sockets: rekey latency vs centralized key transport",
+        description=(
+            "Starts a sidecar process, runs the fleet in this process over CoAP on 127.0.0.1, and times "
+            "rekeys from the request to every member holding the new key; then does the same for a "
+            "centralized key-transport server over the same transport."
+        ),
+    )
+    be.add_argument("--n", type=_int_list, default=[5, 10, 25, 100], help="group sizes (default 5,10,25,100)")
+    be.add_argument("--rekeys", type=int, default=10, help="timed rekeys per size (default 10)")
+    be.add_argument("--mode", choices=["e2e", "attested", "both"], default="both", help="GridKey verification mode")
+    be.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
+    be.set_defaults(func=_cmd_bench_e2e)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
+    common.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the gateway sidecar (CoAP + REST)",
+        description=(
+            "Runs the coordinator service with CoAP and REST transports. On first start it creates a local "
+            "CA, the gateway identity and an API token key in the data dir (embedded defaults)."
+        ),
+    )
+    serve.add_argument("--db", help="database URL (default: SQLite in the data dir; postgresql://… to scale out)")
+    serve.add_argument("--coap", type=host_port, default=("127.0.0.1", 5683), help="CoAP bind (default 127.0.0.1:5683)")
+    serve.add_argument("--http", type=host_port, default=("127.0.0.1", 8080), help="HTTP bind (default 127.0.0.1:8080)")
+    serve.add_argument("--no-coap", action="store_true", help="do not serve CoAP")
+    serve.add_argument("--no-http", action="store_true", help="do not serve the REST API")
+    serve.add_argument(
+        "--controller",
+        action="store_true",
+        help="host a controller identity that can send group commands (makes this process a key holder)",
+    )
+    serve.add_argument("--suite", choices=["GK1", "GK2"], default="GK1", help="default suite for new groups")
+    serve.add_argument("--mode", choices=["e2e", "attested"], default="e2e", help="default verification mode")
+    serve.add_argument("--session-timeout-ms", type=int, default=10_000, help="negotiation deadline (default 10000)")
+    serve.add_argument("--join-window-ms", type=int, default=300, help="batch joins within this window (default 300)")
+    serve.add_argument("--jwks-url", help="verify API tokens with this JWKS (e.g. your OIDC provider)")
+    serve.add_argument("--issuer", default="gridkey", help="expected token issuer (default gridkey)")
+    serve.add_argument("--ready-file", type=Path, help="write the listening URLs as JSON here once ready")
+    serve.set_defaults(func=_lazy("serve", "run"))
+
+    agent_opts = argparse.ArgumentParser(add_help=False)
+    agent_opts.add_argument("--server", default="coap://127.0.0.1:5683", help="sidecar URL: coap://… or http://…")
+    agent_opts.add_argument("--suite", choices=["GK1", "GK2"], default="GK1", help="key type for new identities")
+    agent_opts.add_argument("--reading-interval", type=float, default=0.0, help="send a reading every S seconds")
+    agent_opts.add_argument("--resync", type=float, default=10.0, help="catch up with the gateway every S seconds")
+    agent_opts.add_argument("--status-file", type=Path, help="keep a JSON status file (metadata only) up to date")
+    agent_opts.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (default: run until ^C)")
+    agent_opts.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    meter = sub.add_parser(
+        "meter",
+        parents=[common, agent_opts],
+        help="run one meter agent",
+        description="One meter: enrols, joins its groups' negotiations, decrypts commands, sends readings.",
+    )
+    meter.add_argument("--id", required=True, help="meter id (certificate CN)")
+    meter.add_argument("--key", help="PEM private key (otherwise provisioned from the data dir's CA)")
+    meter.add_argument("--cert", help="PEM certificate")
+    meter.add_argument("--ca", help="PEM CA certificate to trust")
+    meter.set_defaults(func=_lazy("agents", "meter"))
+
+    fleet = sub.add_parser(
+        "fleet",
+        parents=[common, agent_opts],
+        help="simulate N meters in one process (each its own identity and UDP socket)",
+        description="Provisions N identities from the data dir's local CA and runs them as real agents.",
+    )
+    fleet.add_argument("--count", type=int, required=True, help="number of meters")
+    fleet.add_argument("--prefix", default="meter-", help="meter id prefix (default meter-)")
+    fleet.add_argument("--start-index", type=int, default=1, help="first meter number (default 1)")
+    fleet.set_defaults(func=_lazy("agents", "fleet"))
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the main job: sidecar + 10 meters, negotiate, readings, a command, join, revoke, summary",
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the sidecar running afterwards and print its URLs")
+    demo.add_argument("--meters", type=int, default=10, help="fleet size (default 10)")
     demo.set_defaults(func=_cmd_demo)
+
+    ca = sub.add_parser("ca", parents=[common], help="the local CA: init, issue, revoke, list, cert")
+    ca_sub = ca.add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    ca_init = ca_sub.add_parser("init", parents=[common], help="create the CA, gateway identity and token key")
+    ca_init.add_argument("--suite", choices=["GK1", "GK2"], default="GK1")
+    ca_issue = ca_sub.add_parser("issue", parents=[common], help="issue a key + certificate")
+    ca_issue.add_argument("--id", required=True, help="member id (CN)")
+    ca_issue.add_argument("--role", choices=["meter", "controller", "gateway"], default="meter")
+    ca_issue.add_argument("--suite", choices=["GK1", "GK2"], default="GK1")
+    ca_issue.add_argument("--out", type=Path, help="directory for key.pem and cert.pem")
+    ca_rev = ca_sub.add_parser("revoke", parents=[common], help="revoke a certificate serial (hex)")
+    ca_rev.add_argument("serial")
+    ca_rev.add_argument("--reason", default="keyCompromise")
+    ca_sub.add_parser("list", parents=[common], help="list revocations as JSON lines")
+    ca_sub.add_parser("cert", parents=[common], help="print the CA certificate (PEM)")
+    ca.set_defaults(func=_lazy("admin", "ca"))
+
+    tok = sub.add_parser("token", parents=[common], help="mint API tokens for small deployments")
+    tok_sub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    ti = tok_sub.add_parser("issue", parents=[common], help="print a signed ES256 bearer token")
+    ti.add_argument("--scope", action="append", help="read, meters:write, groups:rekey, audit:read, commands:send")
+    ti.add_argument("--subject", default="operator", help="token subject (shows up as the audit actor)")
+    ti.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    ti.add_argument("--issuer", default="gridkey")
+    ti.set_defaults(func=_lazy("admin", "token"))
+
+    aud = sub.add_parser("audit", parents=[common], help="the audit log")
+    aud_sub = aud.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    av = aud_sub.add_parser("verify", parents=[common], help="recompute the hash chain; exit 1 if broken")
+    av.add_argument("--db", help="database URL (default: the data dir's SQLite)")
+    av.set_defaults(func=_lazy("admin", "audit_verify"))
     return parser
 
 

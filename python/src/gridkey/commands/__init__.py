@@ -1,0 +1,1 @@
+"""Implementations of the `gridkey` subcommands (the parser is in ``gridkey.cli``)."""

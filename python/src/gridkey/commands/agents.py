@@ -1,0 +1,113 @@
+"""`gridkey meter` and `gridkey fleet`: real protocol participants over CoAP or HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..crypto.identity import load_certificate
+from ..crypto.signatures import signing_key_from_pem
+from ..datadir import DataDir
+from ..meter.fleet import Fleet, Provisioned
+from .common import say, setup_logging, wait_for_signal
+
+
+def _provision(data: DataDir, meter_id: str, suite: str) -> Provisioned:
+    """Reuse the identity issued for this id earlier, or issue one (factory provisioning)."""
+    d = data.path / "issued" / meter_id
+    if (d / "cert.pem").exists():
+        key, cert = data.load_identity(d)
+    else:
+        key, cert = data.issue_identity(meter_id, "meter", suite, d)
+    return Provisioned(meter_id, key, cert)
+
+
+def _printer(as_json: bool):
+    def on_event(meter: str, kind: str, info: dict) -> None:
+        if kind == "reading":
+            return
+        if as_json:
+            print(json.dumps({"meter": meter, "event": kind, **info}), flush=True)
+        elif kind == "epoch":
+            print(f"{meter}: group {info['group_id']} epoch {info['epoch']} key id {info['key_id']}", flush=True)
+        elif kind == "command":
+            print(f"{meter}: command in {info['group_id']} from {info['from']}: {info['command']}", flush=True)
+        else:
+            print(f"{meter}: {kind} {info}", flush=True)
+
+    return on_event
+
+
+def meter(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    if args.key and args.cert and args.ca:
+        key = signing_key_from_pem(Path(args.key).read_bytes())
+        cert = load_certificate(Path(args.cert).read_bytes())
+        ca_cert = load_certificate(Path(args.ca).read_bytes())
+        ident = [Provisioned(args.id, key, cert)]
+    else:
+        data = DataDir(args.data)
+        if not data.exists():
+            say(f"error: give --key/--cert/--ca, or --data pointing at a sidecar data dir ({data.path} has no CA)")
+            return 2
+        ident = [_provision(data, args.id, args.suite)]
+        ca_cert = data.local_ca().certificate
+    return asyncio.run(_run_fleet(ident, ca_cert, args))
+
+
+def fleet(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    data = DataDir(args.data)
+    if not data.exists():
+        say(f"error: {data.path} has no CA; start `gridkey serve --data {data.path}` first (or `gridkey ca init`)")
+        return 2
+    ids = [f"{args.prefix}{i:03d}" for i in range(args.start_index, args.start_index + args.count)]
+    t0 = time.perf_counter()
+    idents = []
+    for n, mid in enumerate(ids, 1):
+        idents.append(_provision(data, mid, args.suite))
+        if n % 50 == 0 or n == len(ids):
+            say(f"provisioned {n}/{len(ids)} identities ({time.perf_counter() - t0:.1f} s)")
+    return asyncio.run(_run_fleet(idents, data.local_ca().certificate, args))
+
+
+async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespace) -> int:
+    f = Fleet(
+        idents,
+        ca_cert=ca_cert,
+        server=args.server,
+        reading_interval_s=args.reading_interval,
+        resync_s=args.resync,
+        status_file=args.status_file,
+        on_event=_printer(args.json),
+    )
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            say(f"enrolled {done}/{total} meters ({time.perf_counter() - t0:.1f} s)")
+
+    try:
+        await f.start(progress)
+    except Exception as exc:  # unreachable gateway, refused enrolment: say so plainly
+        say(f"error: could not start: {exc}")
+        await f.stop()
+        return 1
+    say(f"{len(f.agents)} meter(s) running against {args.server}; Ctrl-C to stop")
+    try:
+        if args.duration:
+            await asyncio.sleep(args.duration)
+        else:
+            await wait_for_signal()
+    finally:
+        await f.stop()
+    summary = f.status()
+    committed = sum(1 for m in summary["meters"] if any(g["epoch"] for g in m["groups"].values()))
+    say(f"stopped: {committed}/{len(summary['meters'])} meters hold a group key")
+    if args.json:
+        json.dump(summary, sys.stdout)
+    return 0

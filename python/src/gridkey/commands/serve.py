@@ -1,0 +1,51 @@
+"""`gridkey serve`: run a sidecar until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from ..gateway import GatewayConfig
+from ..sidecar import Sidecar, SidecarOptions
+from .common import say, setup_logging, wait_for_signal
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    config = GatewayConfig(
+        session_timeout_ms=args.session_timeout_ms,
+        join_window_ms=args.join_window_ms,
+        default_suite=args.suite,
+        default_mode=1 if args.mode == "attested" else 0,
+    )
+    opts = SidecarOptions(
+        data_dir=args.data,
+        db_url=args.db,
+        coap=None if args.no_coap else args.coap,
+        http=None if args.no_http else args.http,
+        controller=args.controller,
+        suite=args.suite,
+        config=config,
+        jwks_url=args.jwks_url,
+        token_issuer=args.issuer,
+    )
+    return asyncio.run(_main(opts, args.ready_file))
+
+
+async def _main(opts: SidecarOptions, ready_file) -> int:
+    sidecar = Sidecar(opts)
+    await sidecar.start()
+    info = sidecar.describe()
+    say("gridkey sidecar running:")
+    for k, v in info.items():
+        if v:
+            say(f"  {k:<10} {v}")
+    if ready_file:
+        ready_file.write_text(json.dumps(info))
+    try:
+        await wait_for_signal()
+    finally:
+        say("stopping ...")
+        await sidecar.stop()
+    return 0

@@ -1,0 +1,171 @@
+"""The sidecar process: store + gateway service + CoAP + REST (+ an optional controller), wired.
+
+This is the composition root: the one place that knows every transport. It runs an asyncio loop
+for CoAP, the controller and the periodic work (deadlines, batched joins, periodic rekeys, the
+event poller that lets replicas see each other's events), and the REST API on waitress threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .datadir import DataDir
+from .gateway import Conflict, Gateway, GatewayConfig
+from .gateway.batcher import Batcher
+from .meter.agent import MeterAgent
+from .meter.links import CoapLink, LinkError
+from .store import Store
+from .transports.coap import CoapServer
+
+log = logging.getLogger("gridkey.sidecar")
+
+
+@dataclass
+class SidecarOptions:
+    data_dir: Path
+    db_url: str | None = None
+    coap: tuple[str, int] | None = ("127.0.0.1", 5683)
+    http: tuple[str, int] | None = ("127.0.0.1", 8080)
+    controller: bool = False
+    suite: str = "GK1"
+    config: GatewayConfig = field(default_factory=GatewayConfig)
+    jwks_url: str | None = None
+    token_issuer: str = "gridkey"  # noqa: S105 - an issuer name, not a secret
+    http_threads: int = 32
+
+
+class Sidecar:
+    def __init__(self, opts: SidecarOptions) -> None:
+        self.opts = opts
+        self.data = DataDir(opts.data_dir)
+        self.store: Store | None = None
+        self.gateway: Gateway | None = None
+        self.coap: CoapServer | None = None
+        self.http = None
+        self.controller: MeterAgent | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def coap_url(self) -> str | None:
+        return f"coap://{self.opts.coap[0]}:{self.opts.coap[1]}" if self.opts.coap else None
+
+    @property
+    def http_url(self) -> str | None:
+        return f"http://{self.opts.http[0]}:{self.http.port}" if self.http is not None and self.opts.http else None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.data.init(suite=self.opts.suite)
+        self.store = Store(self.opts.db_url or self.data.db_url)
+        await asyncio.to_thread(self.store.migrate)
+        self.gateway = Gateway(self.store, self.data.trust(), self.opts.config)
+        batcher = Batcher(self.gateway)
+        self._batcher = batcher
+        if self.opts.coap:
+            self.coap = CoapServer(self.gateway, batcher=batcher, bind=self.opts.coap)
+            await self.coap.start()
+        if self.opts.controller:
+            await self._start_controller()
+        if self.opts.http:
+            self._start_http(batcher)
+        self._tasks.append(asyncio.create_task(self._periodic(), name="gridkey-periodic"))
+
+    def _start_http(self, batcher: Batcher) -> None:
+        from .transports.rest.app import create_app
+        from .transports.rest.auth import TokenVerifier
+        from .transports.rest.server import run_in_thread
+
+        if self.opts.jwks_url:
+            verifier = TokenVerifier(jwks_url=self.opts.jwks_url, issuer=self.opts.token_issuer)
+        else:
+            pub = self.data.token_key().public_key.to_cryptography()
+            verifier = TokenVerifier(public_key=pub, issuer=self.opts.token_issuer)
+        app = create_app(self.gateway, verifier=verifier, batcher=batcher, command_sender=self._command_sender())
+        host, port = self.opts.http
+        self.http = run_in_thread(app, host, port, threads=self.opts.http_threads)
+
+    async def _start_controller(self) -> None:
+        assert self.coap_url, "the in-sidecar controller talks CoAP to this sidecar"
+        key, cert = self.data.controller(self.opts.suite)
+        from cryptography import x509
+
+        member_id = str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+        self.controller = MeterAgent(
+            meter_id=member_id,
+            signing_key=key,
+            cert_der=cert.public_bytes(Encoding.DER),
+            ca_cert=self.data.local_ca().certificate,
+            link=CoapLink(self.coap_url),
+            resync_s=5.0,
+        )
+        await self.controller.start()
+
+    def _command_sender(self):
+        if self.controller is None:
+            return None
+        loop = self.loop
+        controller = self.controller
+
+        def send(group_id: str, payload: bytes) -> dict:
+            fut = asyncio.run_coroutine_threadsafe(controller.send_command(group_id, payload), loop)
+            try:
+                return fut.result(timeout=30)
+            except LinkError as exc:
+                raise Conflict(f"controller could not send: {exc.detail}") from None
+
+        return send
+
+    async def _periodic(self) -> None:
+        assert self.gateway is not None
+        interval = self.opts.config.tick_interval_ms / 1000
+        n = 0
+        while True:
+            await asyncio.sleep(interval)
+            n += 1
+            try:
+                await asyncio.to_thread(self.gateway.tick)
+                await asyncio.to_thread(self.gateway.hub.poll, self.store)
+                if n % 300 == 0:
+                    await asyncio.to_thread(self.gateway.prune)
+            except Exception:  # the database may be briefly unavailable; keep going
+                log.exception("periodic work failed")
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.controller is not None:
+            await self.controller.stop()
+        if self.http is not None:
+            self.http.close()
+        if self.coap is not None:
+            await self.coap.stop()
+        if getattr(self, "_batcher", None):
+            self._batcher.close()
+        if self.store is not None:
+            self.store.dispose()
+
+    def describe(self) -> dict:
+        return {
+            "coap": self.coap_url,
+            "http": self.http_url,
+            "openapi": f"{self.http_url}/openapi.json" if self.http_url else None,
+            "events": f"{self.http_url}/v1/events" if self.http_url else None,
+            "data_dir": str(self.data.path),
+            "db": (self.opts.db_url or self.data.db_url).split("@")[-1],
+            "controller": self.controller.meter_id if self.controller else None,
+            "ca_cert": str(self.data.ca_dir / "ca-cert.pem"),
+        }
+
+    def describe_json(self) -> str:
+        return json.dumps(self.describe())
