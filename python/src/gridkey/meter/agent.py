@@ -63,6 +63,9 @@ class AgentStats:
     commands: list[dict] = field(default_factory=list)
     readings_sent: int = 0
     readings_received: int = 0
+    round_msgs_sent: int = 0
+    round_bytes_sent: int = 0
+    round_msg_max: int = 0
     drops: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -283,6 +286,9 @@ class MeterAgent:
             )
 
     async def _post_round(self, group_id: str, data: bytes) -> None:
+        self.stats.round_msgs_sent += 1
+        self.stats.round_bytes_sent += len(data)
+        self.stats.round_msg_max = max(self.stats.round_msg_max, len(data))
         try:
             await self.link.post_round(group_id, data)
         except LinkError as exc:
@@ -421,6 +427,11 @@ class MeterAgent:
             "commands": self.stats.commands[-20:],
             "commands_received": len(self.stats.commands),
             "readings_sent": self.stats.readings_sent,
+            "round_msgs_sent": self.stats.round_msgs_sent,
+            "round_bytes_sent": self.stats.round_bytes_sent,
+            "round_msg_max": self.stats.round_msg_max,
+            "link_bytes_sent": getattr(self.link, "bytes_sent", 0),
+            "link_bytes_received": getattr(self.link, "bytes_received", 0),
             "readings_received": self.stats.readings_received,
             "drops": dict(self.stats.drops),
             "errors": self.stats.errors[-5:],

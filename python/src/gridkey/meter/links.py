@@ -59,6 +59,20 @@ _CODE_STATUS = {
 }
 
 
+def coap_wire_bytes(msg: aiocoap.Message) -> int:
+    """CoAP bytes a message occupies on the wire (UDP/IP headers excluded), block-wise included.
+
+    Every 1024-byte block repeats the header and options; responses assembled from blocks are
+    counted as the datagrams that carried them.
+    """
+    try:
+        head = len(msg.copy(payload=b"", mid=msg.mid or 0, mtype=msg.mtype or aiocoap.CON).encode())
+    except Exception:  # an incomplete message (e.g. no code yet): count the payload only
+        return len(msg.payload)
+    blocks = max(1, -(-len(msg.payload) // 1024))
+    return blocks * (head + (1 if msg.payload else 0)) + len(msg.payload)
+
+
 class CoapLink:
     """One aiocoap client context (its own UDP socket) per meter."""
 
@@ -80,12 +94,12 @@ class CoapLink:
         assert self.ctx is not None, "open() the link first"
         uri = f"{self.base}/gk/{path}" + (f"?{query}" if query else "")
         msg = aiocoap.Message(code=code, uri=uri, payload=payload)
-        self.bytes_sent += len(payload)
         try:
             resp = await asyncio.wait_for(self.ctx.request(msg).response, REQUEST_TIMEOUT_S)
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
-        self.bytes_received += len(resp.payload)
+        self.bytes_sent += coap_wire_bytes(msg)
+        self.bytes_received += coap_wire_bytes(resp)
         if not resp.code.is_successful():
             raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
         return resp
@@ -157,7 +171,7 @@ class CoapLink:
         yield cbor2.loads(first.payload)
         try:
             async for resp in pr.observation:
-                self.bytes_received += len(resp.payload)
+                self.bytes_received += coap_wire_bytes(resp)
                 if not resp.code.is_successful():
                     raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
                 yield cbor2.loads(resp.payload)
