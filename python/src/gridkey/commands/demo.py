@@ -262,8 +262,8 @@ class Demo:
         lines = ["", "GridKey demo summary", "=" * 78]
         lines.append(f"{'epoch':>5}  {'trigger':<12} {'members':>7}  {'key id':<16}  {'negotiation':>11}")
         for e in epochs:
-            members = len(e["members"])
-            lines.append(f"{e['epoch']:>5}  {e['trigger']:<12} {members:>7}  {e['key_id']:<16}  {e['duration_ms']:>8} ms")
+            n, ms = len(e["members"]), e["duration_ms"]
+            lines.append(f"{e['epoch']:>5}  {e['trigger']:<12} {n:>7}  {e['key_id']:<16}  {ms:>8} ms")
         lines.append("")
         lines.append(f"member round messages: max {msg_max} B, mean {per_msg:.0f} B (limit 200 B)")
         lines.append("")
