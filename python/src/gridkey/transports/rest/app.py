@@ -480,6 +480,12 @@ def create_app(
             raise ProblemError(404, "this sidecar has no local CA; ask the PKI that issued the meters")
         return Response(current.public_bytes(serialization.Encoding.DER), mimetype="application/pkix-crl")
 
+    @app.get("/v1/meters/<meter_id>/groups")
+    def meter_groups(meter_id: str) -> Response:
+        """The groups a meter belongs to (HTTP meters poll this where CoAP meters observe)."""
+        meter = gateway.get_meter(meter_id)
+        return json_response({"meter_id": meter_id, "groups": [m["group_id"] for m in meter["groups"]]})
+
     @app.get("/v1/groups/<group_id>/certs")
     def group_certs(group_id: str) -> Response:
         return json_response(gateway.group_certificates(group_id))

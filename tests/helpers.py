@@ -1,0 +1,297 @@
+"""Real components for cross-component tests: a sidecar process and an in-process meter fleet.
+
+Everything talks over real sockets on 127.0.0.1 with free ports. The sidecar is a `gridkey serve`
+subprocess (so it can be killed with SIGKILL); the fleet runs real meter agents on an asyncio loop
+in a background thread, so tests can look inside an agent (e.g. to try an old key on new data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gridkey.datadir import DataDir
+from gridkey.meter.agent import MeterAgent
+from gridkey.meter.fleet import Fleet, Provisioned
+from gridkey.transports.rest.auth import SCOPES, issue_token
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the component may still be starting
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f": {last!r}" if last else "")
+    )
+
+
+class SidecarProc:
+    """`gridkey serve` as a child process; restartable on the same ports and data dir."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        db_url: str | None = None,
+        controller: bool = False,
+        session_timeout_ms: int = 4000,
+        join_window_ms: int = 100,
+        coap_port: int | None = None,
+        http_port: int | None = None,
+        name: str = "sidecar",
+        data: DataDir | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.data = data or DataDir(workdir / "data")
+        self.db_url = db_url
+        self.controller = controller
+        self.session_timeout_ms = session_timeout_ms
+        self.join_window_ms = join_window_ms
+        self.coap_port = coap_port or free_port(socket.SOCK_DGRAM)
+        self.http_port = http_port or free_port(socket.SOCK_STREAM)
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self._client: httpx.Client | None = None
+
+    @property
+    def coap_url(self) -> str:
+        return f"coap://127.0.0.1:{self.coap_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self, timeout: float = 60.0) -> SidecarProc:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ready = self.workdir / f"{self.name}.ready"
+        ready.unlink(missing_ok=True)
+        argv = [
+            sys.executable, "-m", "gridkey.cli", "serve",
+            "--data", str(self.data.path),
+            "--coap", f"127.0.0.1:{self.coap_port}",
+            "--http", f"127.0.0.1:{self.http_port}",
+            "--session-timeout-ms", str(self.session_timeout_ms),
+            "--join-window-ms", str(self.join_window_ms),
+            "--ready-file", str(ready),
+            "--log-level", "info",
+        ]  # fmt: skip
+        if self.db_url:
+            argv += ["--db", self.db_url]
+        if self.controller:
+            argv.append("--controller")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.starts += 1
+        try:
+            wait_for(
+                f"{self.name} to start",
+                lambda: ready.exists() or self.proc.poll() is not None,
+                timeout,
+            )
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            wait_for(
+                f"{self.name} /healthz",
+                lambda: httpx.get(f"{self.http_url}/healthz").status_code == 200,
+            )
+        except AssertionError:
+            self.kill()
+            raise
+        return self
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(
+            self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def restart(self) -> SidecarProc:
+        self.kill()
+        return self.start()
+
+    def token(self, scopes: list[str] | None = None, ttl_s: int = 3600) -> str:
+        return issue_token(
+            self.data.token_key().to_pem(),
+            subject="tests",
+            scopes=scopes or list(SCOPES),
+            ttl_s=ttl_s,
+        )
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.http_url,
+                headers={"authorization": f"Bearer {self.token()}"},
+                timeout=30,
+            )
+        return self._client
+
+    def api(self, method: str, path: str, **kw) -> Any:
+        r = self.http.request(method, path, **kw)
+        assert r.status_code < 400, f"{method} {path} -> {r.status_code}: {r.text}"
+        return r.json() if r.content else None
+
+    def group(self, group_id: str) -> dict:
+        return self.api("GET", f"/v1/groups/{group_id}")
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; ``run`` executes a coroutine on it and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="test-loop", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine, timeout: float = 120.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def wrapper() -> Any:
+            return fn()
+
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class FleetRunner:
+    """Real meter agents (one UDP socket / HTTP client each) on a background loop."""
+
+    def __init__(
+        self,
+        sidecar: SidecarProc,
+        ids: list[str],
+        *,
+        server: str | None = None,
+        resync_s: float = 1.0,
+    ):
+        self.sidecar = sidecar
+        self.ids = ids
+        self.server = server or sidecar.coap_url
+        self.resync_s = resync_s
+        self.loop = LoopThread()
+        self.fleet: Fleet | None = None
+        self.events: list[tuple[str, str, dict]] = []
+
+    def start(self) -> FleetRunner:
+        data = self.sidecar.data
+        idents = [
+            Provisioned(m, *data.issue_identity(m, "meter", "GK1")) for m in self.ids
+        ]
+        self.fleet = Fleet(
+            idents,
+            ca_cert=data.local_ca().certificate,
+            server=self.server,
+            resync_s=self.resync_s,
+            on_event=lambda m, k, i: self.events.append((m, k, i)),
+        )
+        self.loop.run(self.fleet.start())
+        return self
+
+    def agent(self, meter_id: str) -> MeterAgent:
+        assert self.fleet is not None
+        return next(a for a in self.fleet.agents if a.meter_id == meter_id)
+
+    def status(self) -> dict[str, dict]:
+        assert self.fleet is not None
+        return self.loop.call(
+            lambda: {a.meter_id: a.status() for a in self.fleet.agents}
+        )
+
+    def key_ids(
+        self, group_id: str, members: list[str] | None = None
+    ) -> dict[str, tuple[int, str | None]]:
+        st = self.status()
+        out = {}
+        for mid in members or self.ids:
+            g = st[mid]["groups"].get(group_id, {})
+            out[mid] = (g.get("epoch", 0), g.get("key_id"))
+        return out
+
+    def wait_epoch(
+        self, group_id: str, epoch: int, members: list[str], timeout: float = 30.0
+    ) -> str:
+        """Wait until every listed member holds ``epoch``; returns the key id they share."""
+
+        def check() -> str | None:
+            ks = self.key_ids(group_id, members)
+            if all(e >= epoch for e, _ in ks.values()):
+                same = {k for e, k in ks.values() if e == epoch}
+                assert len(same) <= 1, f"members disagree on epoch {epoch}: {ks}"
+                if all(e == epoch for e, _ in ks.values()):
+                    return same.pop()
+            return None
+
+        try:
+            return wait_for(f"epoch {epoch} on {len(members)} members", check, timeout)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nstate: {self.key_ids(group_id, members)}\n{self.sidecar.tail()}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.fleet is not None:
+            self.loop.run(self.fleet.stop())
+        self.loop.close()
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)
