@@ -26,8 +26,8 @@ $(STAMP): python/pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check python scripts
-	$(VENV)/bin/ruff format --check python scripts
+	$(VENV)/bin/ruff check python scripts tests
+	$(VENV)/bin/ruff format --check python scripts tests
 
 test-python: install
 	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests

@@ -34,9 +34,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05
-) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -47,9 +45,7 @@ def wait_for(
         except Exception as exc:  # the component may still be starting
             last = exc
         time.sleep(interval)
-    raise AssertionError(
-        f"timed out waiting for {what}" + (f": {last!r}" if last else "")
-    )
+    raise AssertionError(f"timed out waiting for {what}" + (f": {last!r}" if last else ""))
 
 
 class SidecarProc:
@@ -112,9 +108,7 @@ class SidecarProc:
         if self.controller:
             argv.append("--controller")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         try:
             wait_for(
@@ -123,9 +117,7 @@ class SidecarProc:
                 timeout,
             )
             if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
             wait_for(
                 f"{self.name} /healthz",
                 lambda: httpx.get(f"{self.http_url}/healthz").status_code == 200,
@@ -138,9 +130,7 @@ class SidecarProc:
     def tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""
-        return "\n".join(
-            self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        )
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -193,9 +183,7 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="test-loop", daemon=True
-        )
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
         self.thread.start()
 
     def run(self, coro: Coroutine, timeout: float = 120.0) -> Any:
@@ -233,9 +221,7 @@ class FleetRunner:
 
     def start(self) -> FleetRunner:
         data = self.sidecar.data
-        idents = [
-            Provisioned(m, *data.issue_identity(m, "meter", "GK1")) for m in self.ids
-        ]
+        idents = [Provisioned(m, *data.issue_identity(m, "meter", "GK1")) for m in self.ids]
         self.fleet = Fleet(
             idents,
             ca_cert=data.local_ca().certificate,
@@ -252,13 +238,9 @@ class FleetRunner:
 
     def status(self) -> dict[str, dict]:
         assert self.fleet is not None
-        return self.loop.call(
-            lambda: {a.meter_id: a.status() for a in self.fleet.agents}
-        )
+        return self.loop.call(lambda: {a.meter_id: a.status() for a in self.fleet.agents})
 
-    def key_ids(
-        self, group_id: str, members: list[str] | None = None
-    ) -> dict[str, tuple[int, str | None]]:
+    def key_ids(self, group_id: str, members: list[str] | None = None) -> dict[str, tuple[int, str | None]]:
         st = self.status()
         out = {}
         for mid in members or self.ids:
@@ -266,9 +248,7 @@ class FleetRunner:
             out[mid] = (g.get("epoch", 0), g.get("key_id"))
         return out
 
-    def wait_epoch(
-        self, group_id: str, epoch: int, members: list[str], timeout: float = 30.0
-    ) -> str:
+    def wait_epoch(self, group_id: str, epoch: int, members: list[str], timeout: float = 30.0) -> str:
         """Wait until every listed member holds ``epoch``; returns the key id they share."""
 
         def check() -> str | None:
@@ -283,9 +263,7 @@ class FleetRunner:
         try:
             return wait_for(f"epoch {epoch} on {len(members)} members", check, timeout)
         except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\nstate: {self.key_ids(group_id, members)}\n{self.sidecar.tail()}"
-            ) from None
+            raise AssertionError(f"{exc}\nstate: {self.key_ids(group_id, members)}\n{self.sidecar.tail()}") from None
 
     def stop(self) -> None:
         if self.fleet is not None:

@@ -30,7 +30,7 @@ from ..crypto.rng import system_rng
 from ..crypto.signatures import SigningKey, verify_key_from_cryptography
 from ..crypto.suite import SUITES
 from ..protocol.directory import KeyDirectory
-from ..protocol.errors import DecodeError, Rejected
+from ..protocol.errors import DecodeError, DropReason, Rejected
 from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Send
 from ..protocol.groupdata import ContentType, GroupChannel, parse_data_message
 from ..protocol.member import GroupMember, MemberIdentity
@@ -56,6 +56,7 @@ class GroupView:
     data_cursor: int = 0
     start_wire: dict[bytes, bytes] = field(default_factory=dict)  # sid -> Start (for KeysNeeded retries)
     seen: set[bytes] = field(default_factory=set)  # coordinator messages already fed (exact bytes)
+    rejoin_asked: set[bytes] = field(default_factory=set)  # Starts without us we already reacted to
 
 
 @dataclass
@@ -255,6 +256,11 @@ class MeterAgent:
                     await self._rejoin(group_id)
             elif isinstance(ev, Dropped):
                 self.stats.drops[ev.reason.value] += 1
+                if ev.reason == DropReason.NON_MEMBER and data not in view.rejoin_asked:
+                    # A session for our group without us: we were excluded (e.g. offline at a
+                    # deadline) or joined while it ran. Ask once per session to be taken back.
+                    view.rejoin_asked.add(data)
+                    await self._rejoin(group_id)
         if retry_start:
             for ev in member.receive(data, self.clock()):
                 if isinstance(ev, Send):

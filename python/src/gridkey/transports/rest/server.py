@@ -55,8 +55,15 @@ class ServerHandle:
         if state is not None:
             state.close()  # end SSE streams and long polls so their worker threads return
         self.server.task_dispatcher.shutdown(timeout=timeout)
-        wasyncore.close_all(getattr(self.server, "_map", None) or getattr(self.server, "map", None))
-        self.thread.join(timeout)
+        sockets = getattr(self.server, "_map", None) or getattr(self.server, "map", None)
+        trigger = getattr(self.server, "trigger", None)
+        if trigger is not None and self.thread.is_alive():
+            # Close from inside the loop thread: the loop ends at once instead of at its next poll timeout.
+            trigger.pull_trigger(lambda: wasyncore.close_all(sockets, ignore_all=True))
+            self.thread.join(timeout)
+        if self.thread.is_alive() or trigger is None:
+            wasyncore.close_all(sockets, ignore_all=True)
+            self.thread.join(timeout)
         if self.thread.is_alive():
             log.warning("REST server thread did not stop within %.1f s", timeout)
 

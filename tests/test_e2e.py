@@ -1,0 +1,177 @@
+"""End to end: a real sidecar process and real meter agents over CoAP and over HTTP.
+
+Join, leave, revoke and periodic rekeys; every member commits the same key id for every epoch;
+a revoked or removed meter receives nothing afterwards and cannot read the next epoch's traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gridkey.crypto.identity import cert_to_pem
+from gridkey.protocol.errors import Rejected
+from helpers import FleetRunner, wait_for
+
+GROUP = "feeder-1"
+
+
+def run_lifecycle(sidecar, fleet: FleetRunner) -> None:
+    m = fleet.ids
+    first, late = m[:-1], m[-1]
+    sidecar.api("POST", "/v1/groups", json={"group_id": GROUP, "members": [*first, "controller"]})
+    k1 = fleet.wait_epoch(GROUP, 1, first)
+    assert sidecar.group(GROUP)["key_id"] == k1
+
+    # join
+    sidecar.api("POST", f"/v1/groups/{GROUP}/members", json={"members": [late]})
+    k2 = fleet.wait_epoch(GROUP, 2, m)
+    assert k2 != k1
+
+    # a command reaches everyone
+    sidecar.api("POST", f"/v1/groups/{GROUP}/commands", json={"command": {"shed": 5}})
+    wait_for("command 1 everywhere", lambda: all(s["commands_received"] == 1 for s in fleet.status().values()))
+
+    # leave
+    leaver = m[1]
+    sidecar.api("DELETE", f"/v1/groups/{GROUP}/members/{leaver}")
+    stay = [x for x in m if x != leaver]
+    k3 = fleet.wait_epoch(GROUP, 3, stay)
+    assert fleet.key_ids(GROUP, [leaver])[leaver] == (2, k2)
+
+    # revoke
+    victim = m[2]
+    sidecar.api("POST", f"/v1/meters/{victim}/revoke", json={"reason": "keyCompromise"})
+    stay = [x for x in stay if x != victim]
+    k4 = fleet.wait_epoch(GROUP, 4, stay)
+    assert len({k1, k2, k3, k4}) == 4
+    assert fleet.key_ids(GROUP, [victim])[victim] == (3, k3)
+
+    # the revoked and the removed meter receive nothing after that
+    sidecar.api("POST", f"/v1/groups/{GROUP}/commands", json={"command": {"shed": 0}})
+    wait_for(
+        "command 2 on the remaining members", lambda: all(fleet.status()[x]["commands_received"] == 2 for x in stay)
+    )
+    time.sleep(1.0)
+    status = fleet.status()
+    assert status[victim]["commands_received"] == 1
+    assert status[leaver]["commands_received"] == 1
+
+    # ... and cannot decrypt the new epoch's traffic with anything they hold
+    writer = fleet.agent(stay[0])
+    data = fleet.loop.call(lambda: writer.current_channel(GROUP).seal(b'{"kWh": 1.0}'))
+    for outsider in (victim, leaver):
+        agent = fleet.agent(outsider)
+        channels = fleet.loop.call(lambda a=agent: list(a.groups[GROUP].channels.values()))
+        assert channels, "the outsider held keys for earlier epochs"
+        for ch in channels:
+            with pytest.raises(Rejected):
+                ch.open(data)
+    reader = fleet.agent(stay[1])
+    assert fleet.loop.call(lambda: reader.current_channel(GROUP).open(data)).plaintext == b'{"kWh": 1.0}'
+
+    # the gateway refuses to serve the revoked meter at all
+    r = sidecar.http.get(f"/v1/meters/{victim}/groups/{GROUP}/inbox")
+    assert r.status_code == 403
+
+    # periodic rekey
+    sidecar.api("PATCH", f"/v1/groups/{GROUP}", json={"rekey_interval_s": 1})
+    wait_for("two periodic rekeys", lambda: sidecar.group(GROUP)["epoch"] >= 6, timeout=20)
+    sidecar.api("PATCH", f"/v1/groups/{GROUP}", json={"rekey_interval_s": 0})
+    epochs = sidecar.api("GET", f"/v1/groups/{GROUP}/epochs")
+    assert any(e["trigger"] == "periodic" for e in epochs)
+    final = sidecar.group(GROUP)["epoch"]
+    fleet.wait_epoch(GROUP, final, stay)
+
+    # one key id per epoch, and the audit chain holds
+    assert len({e["epoch"] for e in epochs}) == len(epochs)
+    assert sidecar.api("GET", "/v1/audit/verify")["ok"] is True
+
+
+def test_lifecycle_over_coap(sidecar):
+    fleet = FleetRunner(sidecar, [f"meter-{i}" for i in range(1, 6)]).start()
+    try:
+        run_lifecycle(sidecar, fleet)
+        assert max(s["round_msg_max"] for s in fleet.status().values()) <= 200
+    finally:
+        fleet.stop()
+
+
+def test_lifecycle_over_http(sidecar):
+    fleet = FleetRunner(sidecar, [f"hmeter-{i}" for i in range(1, 6)], server=sidecar.http_url).start()
+    try:
+        run_lifecycle(sidecar, fleet)
+    finally:
+        fleet.stop()
+
+
+def test_mixed_transports_share_one_key(sidecar):
+    coap = FleetRunner(sidecar, ["c-1", "c-2"]).start()
+    http = FleetRunner(sidecar, ["h-1", "h-2"], server=sidecar.http_url).start()
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "mixed", "members": ["c-1", "c-2", "h-1", "h-2"]})
+        assert coap.wait_epoch("mixed", 1, ["c-1", "c-2"]) == http.wait_epoch("mixed", 1, ["h-1", "h-2"])
+    finally:
+        coap.stop()
+        http.stop()
+
+
+def test_attested_mode_group(sidecar):
+    fleet = FleetRunner(sidecar, [f"a-{i}" for i in range(4)]).start()
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "att", "members": fleet.ids, "mode": "attested"})
+        fleet.wait_epoch("att", 1, fleet.ids)
+        assert sidecar.group("att")["mode"] == "attested"
+    finally:
+        fleet.stop()
+
+
+def test_offline_member_is_excluded_and_rejoins(sidecar):
+    fleet = FleetRunner(sidecar, ["o-1", "o-2", "o-3"]).start()
+    try:
+        # o-4 is enrolled but its agent is not running: the first session times out without it
+        _, cert = sidecar.data.issue_identity("o-4", "meter", "GK1")
+        sidecar.api("POST", "/v1/meters", json={"cert_pem": cert_to_pem(cert).decode()})
+        sidecar.api("POST", "/v1/groups", json={"group_id": "off", "members": ["o-1", "o-2", "o-3", "o-4"]})
+        fleet.wait_epoch("off", 1, fleet.ids, timeout=30)
+        g = sidecar.group("off")
+        assert g["epoch_members"] == ["o-1", "o-2", "o-3"]
+        assert {m["meter_id"]: m["status"] for m in g["members"]}["o-4"] == "lagging"
+        assert sidecar.api("GET", "/v1/groups/off/epochs")[0]["trigger"] == "restart:timeout"
+        # when o-4 comes online (with a fresh certificate) it asks to rejoin and gets the next epoch
+        late = FleetRunner(sidecar, ["o-4"]).start()
+        try:
+            key_id = late.wait_epoch("off", 2, ["o-4"], timeout=30)
+            assert fleet.wait_epoch("off", 2, fleet.ids) == key_id
+        finally:
+            late.stop()
+    finally:
+        fleet.stop()
+
+
+def test_gridkey_meter_and_fleet_commands(sidecar, tmp_path):
+    """The CLI agents as users start them: separate processes, status files, clean exit."""
+    status = tmp_path / "fleet.json"
+    fleet = subprocess.Popen(
+        [sys.executable, "-m", "gridkey.cli", "fleet", "--data", str(sidecar.data.path), "--count", "3",
+         "--prefix", "cli-", "--server", sidecar.coap_url, "--status-file", str(status), "--resync", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for("fleet status", lambda: status.exists() and len(json.loads(status.read_text())["meters"]) == 3)
+        sidecar.api("POST", "/v1/groups", json={"group_id": "cli", "members": ["cli-001", "cli-002", "cli-003"]})
+
+        def committed():
+            meters = json.loads(status.read_text())["meters"]
+            return all(m["groups"].get("cli", {}).get("epoch") == 1 for m in meters)
+
+        wait_for("cli fleet commits", committed)
+    finally:
+        fleet.terminate()
+        _, err = fleet.communicate(timeout=20)
+    assert fleet.returncode == 0, err
+    assert "3/3 meters hold a group key" in err
