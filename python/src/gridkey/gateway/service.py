@@ -53,6 +53,7 @@ from ..store.schema import (
 from . import audit
 from .config import GatewayConfig
 from .errors import Conflict, Forbidden, GatewayError, Invalid, NotFound
+from .faults import checkpoint
 from .hub import EventHub, GatewayEvent
 from .trust import Trust
 
@@ -718,6 +719,7 @@ class Gateway:
             mode="attested" if g.mode else "e2e",
         )
         self._audit(tx, "gateway", "session.start", g.group_id, epoch=epoch, attempt=attempt, trigger=trigger)
+        checkpoint("session-started")
         return True
 
     def _load(self, conn: Connection, row) -> CoordinatorSession:
@@ -760,6 +762,7 @@ class Gateway:
                         sid=row.sid, round=ev.round, idx=ev.idx, data=ev.data, received_at=now
                     )
                 )
+                checkpoint(f"accepted:{ev.round}")
             elif isinstance(ev, Broadcast):
                 tx.conn.execute(
                     insert(session_broadcasts).values(sid=row.sid, kind=ev.kind, data=ev.data, created_at=now)
@@ -772,6 +775,8 @@ class Gateway:
                     sid=row.sid.hex(),
                     epoch=row.epoch,
                 )
+                if ev.kind.startswith("bundle"):
+                    checkpoint(f"round-complete:{ev.kind[-1]}")
             elif isinstance(ev, Committed):
                 finished = ev
                 self._commit(tx, row, ev, now)
@@ -826,6 +831,7 @@ class Gateway:
             .where(groups.c.group_id == row.group_id)
             .values(current_epoch=ev.epoch, current_key_id=ev.key_id, last_rekey_at=now)
         )
+        checkpoint("epoch-commit")
         self._audit(
             tx,
             "gateway",
@@ -936,6 +942,8 @@ class Gateway:
                     drops = self._apply(tx, row, cs, cs.receive(data, now), now)
                     results[i] = self._outcome(drops, cs.state.value)
                     row = tx.conn.execute(select(sessions).where(sessions.c.sid == row.sid)).one()
+            if any(ev.kind == "epoch.committed" for ev in tx.events):
+                checkpoint("epoch-committed")
         return results  # type: ignore[return-value]
 
     @staticmethod
