@@ -1093,7 +1093,7 @@ class Gateway:
 
     # --- what a meter receives ----------------------------------------------------------------
 
-    INLINE_LIMIT = 900  # larger messages are announced, and fetched with a (block-wise) GET
+    INLINE_LIMIT = 990  # keeps a notification within one 1024-byte CoAP payload; larger ones are fetched
 
     def inbox(self, group_id: str, meter_id: str, *, after: int = 0, limit: int = 100) -> tuple[int, list[list]]:
         """Coordinator messages and group data for one member, after event id ``after``.

@@ -62,12 +62,12 @@ _CODE_STATUS = {
 def coap_wire_bytes(msg: aiocoap.Message) -> int:
     """CoAP bytes a message occupies on the wire (UDP/IP headers excluded), block-wise included.
 
-    Every 1024-byte block repeats the header and options; responses assembled from blocks are
-    counted as the datagrams that carried them.
+    Header (4) + token + encoded options + payload marker + payload; every 1024-byte block
+    repeats the header and options. Computed without copying the message (aiocoap's copy is deep).
     """
     try:
-        head = len(msg.copy(payload=b"", mid=msg.mid or 0, mtype=msg.mtype or aiocoap.CON).encode())
-    except Exception:  # an incomplete message (e.g. no code yet): count the payload only
+        head = 4 + len(msg.token or b"") + len(msg.opt.encode())
+    except Exception:  # an option aiocoap cannot encode on its own: count the payload only
         return len(msg.payload)
     blocks = max(1, -(-len(msg.payload) // 1024))
     return blocks * (head + (1 if msg.payload else 0)) + len(msg.payload)

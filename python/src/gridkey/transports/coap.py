@@ -17,7 +17,7 @@ Resources (all under ``/gk``; ``/.well-known/core`` lists them, RFC 6690)::
     GET  /gk/groups/{g}/data?after=N          [[id, sender, message], ...]
 
 Inbox items (the observed member resource) are ``["s", sid, kind, message|null]`` for coordinator
-messages and ``["d", id, message|null]`` for group data; messages over 900 bytes are announced
+messages and ``["d", id, message|null]`` for group data; messages over 990 bytes are announced
 with ``null`` and fetched with a (block-wise) GET, because block-wise Observe notifications are
 not reliable across CoAP stacks. Notifications are lossy by design (RFC 7641), so members also
 fetch ``/session`` when they notice a gap.
@@ -77,6 +77,9 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
         self.s = server
         # (group id, meter id) -> observations of that member's inbox
         self._observers: dict[tuple[str, str], set] = defaultdict(set)
+        # (group id, kind) -> (sid, message): coordinator messages are immutable, and block-wise
+        # transfer renders a resource once per block, so serve them from memory.
+        self._messages: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     # --- observation ------------------------------------------------------------------------
 
@@ -122,6 +125,11 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
         item = self.s.gateway.inbox_item(ev.kind, ev.body, ev.data)
         if item is None:
             return
+        if item[0] == "s":
+            if item[2] == "start":  # a new session: forget the previous one's messages
+                for key in [k for k in self._messages if k[0] == ev.group_id]:
+                    del self._messages[key]
+            self._messages[(ev.group_id, item[2])] = (item[1], ev.data)
         for key, observers in list(self._observers.items()):
             if key[0] == ev.group_id:
                 for obs in list(observers):
@@ -176,7 +184,8 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             case ["groups", gid, "session"], Code.GET:
                 return _cbor(await self.s.call(gw.session_messages, gid))
             case ["groups", gid, "session", kind], Code.GET:
-                data = await self.s.call(gw.session_message, gid, kind)
+                cached = self._messages.get((gid, kind))
+                data = cached[1] if cached else await self.s.call(gw.session_message, gid, kind)
                 return aiocoap.Message(code=Code.CONTENT, payload=data, content_format=COSE_SIGN1)
             case ["groups", gid, "rounds"], Code.POST:
                 fut = self.s.batcher.submit(gid, req.payload)
