@@ -74,9 +74,7 @@ def generate(suite_name: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="fail if the files on disk differ"
-    )
+    parser.add_argument("--check", action="store_true", help="fail if the files on disk differ")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     status = 0

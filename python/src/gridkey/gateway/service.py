@@ -60,6 +60,17 @@ from .trust import Trust
 log = logging.getLogger(__name__)
 
 LIVE = ("round1", "round2", "confirm")
+REVOCATION_REASONS = (
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "privilegeWithdrawn",
+    "aACompromise",
+)
 MAX_ATTEMPTS = 5
 _FORBIDDEN_DROPS = {DropReason.NON_MEMBER, DropReason.BAD_SIGNATURE, DropReason.UNKNOWN_KEY}
 _CONFLICT_DROPS = {DropReason.OTHER_SESSION, DropReason.UNEXPECTED, DropReason.EQUIVOCATION}
@@ -67,6 +78,12 @@ _CONFLICT_DROPS = {DropReason.OTHER_SESSION, DropReason.UNEXPECTED, DropReason.E
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _clamp(limit: Any, top: int = 1000) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise Invalid("limit must be an integer")
+    return max(1, min(limit, top))
 
 
 def _check_id(value: Any, what: str) -> str:
@@ -243,6 +260,7 @@ class Gateway:
         }
 
     def list_meters(self, *, limit: int = 1000, after: str = "") -> list[dict]:
+        limit = _clamp(limit)
         with self.store.read() as conn:
             rows = conn.execute(
                 select(meters).where(meters.c.meter_id > after).order_by(meters.c.meter_id).limit(limit)
@@ -273,40 +291,48 @@ class Gateway:
         return row.cert_pem
 
     def revoke(self, meter_id: str, *, reason: str = "keyCompromise", actor: str) -> dict:
-        """Revoke a meter: certificate, memberships, and an immediate rekey of every group without it."""
+        """Revoke a meter: memberships, an immediate rekey of every group without it, its certificate.
+
+        The database commit comes first and the CA's revocation list second (file I/O outside the
+        write lock); revoking an already revoked meter repeats the CA step, so a failure between
+        the two is repaired by retrying.
+        """
         _check_id(meter_id, "meter id")
+        if reason not in REVOCATION_REASONS:
+            raise Invalid(f"reason must be one of {', '.join(REVOCATION_REASONS)}")
         now = self.clock()
         with self._tx() as tx:
             row = tx.conn.execute(self.store.locked(select(meters).where(meters.c.meter_id == meter_id))).first()
             if row is None:
                 raise NotFound(f"no meter {meter_id}")
-            if row.status == "revoked":
-                return self._meter_dict(row)
-            try:
-                self.trust.revoke(int(row.serial, 16), now, reason)
-            except ValueError as exc:
-                raise Invalid(f"cannot revoke: {exc}") from None
-            tx.conn.execute(
-                update(meters)
-                .where(meters.c.meter_id == meter_id)
-                .values(status="revoked", revoked_at=now, revoke_reason=reason[:64])
-            )
-            affected = tx.conn.execute(
-                select(memberships.c.group_id).where(
-                    and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed")
+            if row.status != "revoked":
+                tx.conn.execute(
+                    update(meters)
+                    .where(meters.c.meter_id == meter_id)
+                    .values(status="revoked", revoked_at=now, revoke_reason=reason)
                 )
-            ).all()
-            tx.conn.execute(
-                update(memberships).where(memberships.c.meter_id == meter_id).values(status="removed", removed_at=now)
-            )
-            self._audit(tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected])
-            self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
-            for g in affected:
-                self._change(tx, g.group_id, "revoke", meter_id, now)
-                self._cancel_if_includes(tx, g.group_id, {meter_id}, now)
-                self._maybe_start(tx, g.group_id, now)
+                affected = tx.conn.execute(
+                    select(memberships.c.group_id).where(
+                        and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed")
+                    )
+                ).all()
+                tx.conn.execute(
+                    update(memberships)
+                    .where(memberships.c.meter_id == meter_id)
+                    .values(status="removed", removed_at=now)
+                )
+                self._audit(tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected])
+                self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
+                for g in affected:
+                    self._change(tx, g.group_id, "revoke", meter_id, now)
+                    self._cancel_if_includes(tx, g.group_id, {meter_id}, now)
+                    self._maybe_start(tx, g.group_id, now)
             row = tx.conn.execute(select(meters).where(meters.c.meter_id == meter_id)).one()
-            return self._meter_dict(row)
+        try:
+            self.trust.revoke(int(row.serial, 16), now, reason)
+        except ValueError as exc:
+            raise Invalid(f"meter revoked, but the CA refused to revoke its certificate: {exc}") from None
+        return self._meter_dict(row)
 
     # --- groups -----------------------------------------------------------------------------
 
@@ -513,6 +539,7 @@ class Gateway:
             self._group_row(tx, group_id)
             self._change(tx, group_id, trigger, None, now)
             self._audit(tx, actor, "group.rekey", group_id, trigger=trigger)
+            self._emit(tx, "rekey.requested", group_id=group_id, trigger=trigger)
             self._maybe_start(tx, group_id, now, force=True)
         return self.get_group(group_id)
 
@@ -939,8 +966,17 @@ class Gateway:
                         results[i] = Conflict("no live session with this sid for the group (late or stale message)")
                         continue
                     cs = self._load(tx.conn, row)
-                    drops = self._apply(tx, row, cs, cs.receive(data, now), now)
-                    results[i] = self._outcome(drops, cs.state.value)
+                    mark = len(tx.events)
+                    try:
+                        with tx.conn.begin_nested():  # one refused message must not undo the others
+                            drops = self._apply(tx, row, cs, cs.receive(data, now), now)
+                    except GatewayError as exc:
+                        del tx.events[mark:]
+                        with self._lock:
+                            self._sessions.pop(row.sid, None)  # the in-memory session ran ahead: reload
+                        results[i] = exc
+                    else:
+                        results[i] = self._outcome(drops, cs.state.value)
                     row = tx.conn.execute(select(sessions).where(sessions.c.sid == row.sid)).one()
             if any(ev.kind == "epoch.committed" for ev in tx.events):
                 checkpoint("epoch-committed")
@@ -1033,6 +1069,20 @@ class Gateway:
             roster = json.loads(ep.members)
             if sender >= len(roster):
                 raise Invalid("sender index outside the epoch's roster")
+            # The relay cannot authenticate the sender (only members can), but it can stop carrying
+            # traffic claimed by a meter that has since been revoked or removed.
+            who = tx.conn.execute(
+                select(meters.c.status, memberships.c.status.label("membership"))
+                .select_from(
+                    meters.outerjoin(
+                        memberships,
+                        and_(memberships.c.meter_id == meters.c.meter_id, memberships.c.group_id == group_id),
+                    )
+                )
+                .where(meters.c.meter_id == roster[sender])
+            ).first()
+            if who is None or who.status != "active" or who.membership in (None, "removed"):
+                raise Forbidden(f"{roster[sender]} is no longer a member of {group_id}")
             digest = hashlib.sha256(data).digest()
             exists = tx.conn.execute(
                 select(group_data.c.id).where(and_(group_data.c.group_id == group_id, group_data.c.digest == digest))
@@ -1070,6 +1120,7 @@ class Gateway:
 
     def data_since(self, group_id: str, after: int = 0, limit: int = 200) -> list[dict]:
         _check_id(group_id, "group id")
+        after, limit = max(0, int(after)), _clamp(limit)
         with self.store.read() as conn:
             if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
                 raise NotFound(f"no group {group_id}")
@@ -1179,6 +1230,7 @@ class Gateway:
     # --- audit and events -------------------------------------------------------------------
 
     def audit_entries(self, *, after: int = 0, limit: int = 200) -> list[dict]:
+        after, limit = max(0, int(after)), _clamp(limit)
         from ..store.schema import audit as audit_table
 
         with self.store.read() as conn:
@@ -1203,6 +1255,7 @@ class Gateway:
             return audit.verify(conn)
 
     def events_since(self, after: int = 0, limit: int = 500, group_id: str | None = None) -> list[GatewayEvent]:
+        after, limit = max(0, int(after)), _clamp(limit)
         from .hub import row_to_event
 
         stmt = select(events).where(events.c.id > after)

@@ -199,6 +199,7 @@ def authenticate(verifier: TokenVerifier, scope: str) -> Principal:
     try:
         principal = verifier.verify(token)
     except TokenError as exc:
+        log.info("bearer token refused: %s", exc.detail)  # the reason only, never the token
         if exc.status == 503:
             raise ProblemError(503, exc.detail, headers={"Retry-After": "30"}) from None
         raise ProblemError(
