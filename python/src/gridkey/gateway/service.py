@@ -429,7 +429,10 @@ class Gateway:
                 .order_by(memberships.c.meter_id)
             ).all()
             s = conn.execute(
-                select(sessions).where(sessions.c.group_id == group_id).order_by(sessions.c.started_at.desc()).limit(1)
+                select(sessions)
+                .where(sessions.c.group_id == group_id)
+                .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
+                .limit(1)
             ).first()
             last = conn.execute(
                 select(epochs).where(epochs.c.group_id == group_id).order_by(epochs.c.epoch.desc()).limit(1)
@@ -584,7 +587,7 @@ class Gateway:
         s = conn.execute(
             select(sessions.c.members, sessions.c.state)
             .where(sessions.c.group_id == group_id)
-            .order_by(sessions.c.started_at.desc())
+            .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
             .limit(1)
         ).first()
         if s is not None and s.state in LIVE and meter_id in json.loads(s.members):
@@ -625,7 +628,7 @@ class Gateway:
             s = conn.execute(
                 select(sessions.c.members)
                 .where(sessions.c.group_id == group_id)
-                .order_by(sessions.c.started_at.desc())
+                .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
                 .limit(1)
             ).first()
             ids = set(json.loads(s.members)) if s else set()
@@ -658,7 +661,7 @@ class Gateway:
         stmt = (
             select(sessions)
             .where(and_(sessions.c.group_id == group_id, sessions.c.state.in_(LIVE)))
-            .order_by(sessions.c.started_at.desc())
+            .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
             .limit(1)
         )
         return conn.execute(self.store.locked(stmt) if lock else stmt).first()
@@ -1003,7 +1006,7 @@ class Gateway:
             s = conn.execute(
                 select(sessions.c.sid)
                 .where(sessions.c.group_id == group_id)
-                .order_by(sessions.c.started_at.desc())
+                .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
                 .limit(1)
             ).first()
             if s is None:
@@ -1196,7 +1199,7 @@ class Gateway:
             s = conn.execute(
                 select(sessions.c.sid)
                 .where(sessions.c.group_id == group_id)
-                .order_by(sessions.c.started_at.desc())
+                .order_by(sessions.c.epoch.desc(), sessions.c.attempt.desc())
                 .limit(1)
             ).first()
             row = None

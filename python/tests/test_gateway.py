@@ -1,0 +1,227 @@
+"""The gateway service in-process: real SQLite store, real members, no transport.
+
+Covers the policy the transports rely on: enrolment, membership changes and the rekeys they cause,
+batching of joins, exclusion after a timeout, the audit chain (including tamper detection), the
+inbox filter that shuts out revoked meters, and the relay's checks on group data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gridkey.crypto import GK1
+from gridkey.crypto.identity import cert_to_pem
+from gridkey.datadir import DataDir
+from gridkey.gateway import Conflict, Forbidden, Gateway, GatewayConfig, Invalid, NotFound
+from gridkey.protocol.directory import KeyDirectory
+from gridkey.protocol.events import Send
+from gridkey.protocol.groupdata import GroupChannel
+from gridkey.protocol.member import GroupMember, MemberIdentity
+from gridkey.protocol.requests import MeterRequest
+from gridkey.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def env(tmp_path):
+    dd = DataDir(tmp_path / "data")
+    dd.init()
+    store = Store(dd.db_url)
+    store.migrate()
+    clock = Clock()
+    gw = Gateway(store, dd.trust(), GatewayConfig(session_timeout_ms=5000, join_window_ms=300), clock=clock)
+    directory = KeyDirectory()
+    coord = dd.trust().coordinator.signing_key.public_key
+    members: dict[str, GroupMember] = {}
+    keys = {}
+
+    def meter(mid: str, enroll: bool = True) -> GroupMember:
+        key, cert = dd.issue_identity(mid, "meter", "GK1")
+        keys[mid] = (key, cert)
+        if enroll:
+            gw.enroll(cert_to_pem(cert), actor="test")
+        directory.add(mid, key.public_key)
+        members[mid] = GroupMember(
+            suite=GK1, me=MemberIdentity(mid, key), group_id="g", coordinator_keys=[coord], directory=directory
+        )
+        return members[mid]
+
+    def pump(group: str = "g", online: set[str] | None = None) -> None:
+        """Deliver every coordinator message to every (online) member until nothing new happens."""
+        fed: set[tuple[str, bytes]] = set()
+        while True:
+            progressed = False
+            for data in gw.session_messages(group):
+                for mid, m in members.items():
+                    if (online is not None and mid not in online) or (mid, data) in fed:
+                        continue
+                    fed.add((mid, data))
+                    for ev in m.receive(data, clock()):
+                        if isinstance(ev, Send):
+                            gw.handle_member_message(group, ev.data)
+                            progressed = True
+            if not progressed:
+                return
+
+    return gw, dd, clock, meter, members, pump, store, keys
+
+
+def test_group_lifecycle_and_audit(env):
+    gw, _, clock, meter, members, pump, store, _ = env
+    for m in ("a", "b", "c"):
+        meter(m)
+    gw.create_group("g", members=["a", "b", "c"], actor="test")
+    pump()
+    g = gw.get_group("g")
+    assert g["epoch"] == 1 and {m.current.key_id.hex() for m in members.values()} == {g["key_id"]}
+
+    meter("d")
+    gw.add_members("g", ["d"], actor="test")
+    assert gw.get_group("g")["session"]["state"] == "committed"  # join waits for the batching window
+    clock.now += 301
+    gw.tick()
+    pump()
+    assert gw.get_group("g")["epoch"] == 2
+    assert members["d"].current.epoch == 2
+
+    gw.remove_member("g", "b", actor="test")
+    pump()
+    g = gw.get_group("g")
+    assert g["epoch"] == 3 and "b" not in g["epoch_members"]
+    assert members["b"].current.epoch == 2
+
+    result = gw.verify_audit()
+    assert result.ok and result.entries >= 8
+    # tampering with any stored audit entry is detected
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE audit SET details = replace(details, 'a', 'x') WHERE seq = 2")
+    bad = gw.verify_audit()
+    assert not bad.ok and "entry 2 was modified" in bad.problem
+
+
+def test_joins_within_the_window_share_one_rekey(env):
+    gw, _, clock, meter, _, pump, _, _ = env
+    for m in ("a", "b", "c", "d", "e"):
+        meter(m)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    for m in ("c", "d", "e"):
+        gw.add_members("g", [m], actor="test")
+        clock.now += 50
+    clock.now += 300
+    gw.tick()
+    pump()
+    epochs = gw.list_epochs("g")
+    assert [e["epoch"] for e in epochs] == [2, 1]
+    assert epochs[0]["members"] == ["a", "b", "c", "d", "e"] and epochs[0]["trigger"] == "join"
+
+
+def test_timeout_excludes_silent_members_then_rejoin(env):
+    gw, _, clock, meter, members, pump, _, keys = env
+    for m in ("a", "b", "c"):
+        meter(m)
+    gw.create_group("g", members=["a", "b", "c"], actor="test")
+    pump(online={"a", "b"})
+    clock.now += 5001
+    gw.tick()  # deadline: abort, exclude c, restart epoch 1 without it
+    pump(online={"a", "b"})
+    g = gw.get_group("g")
+    assert g["epoch"] == 1 and g["epoch_members"] == ["a", "b"]
+    assert {m["meter_id"]: m["status"] for m in g["members"]}["c"] == "lagging"
+    # c comes back with a signed rejoin request
+    req = MeterRequest("rejoin", "c", clock(), group_id="g").sign(keys["c"][0])
+    gw.rejoin_signed("g", req)
+    clock.now += 301
+    gw.tick()
+    pump()
+    assert gw.get_group("g")["epoch"] == 2 and members["c"].current.epoch == 2
+    # a rejoin signed by somebody else is refused
+    forged = MeterRequest("rejoin", "c", clock(), group_id="g").sign(keys["a"][0])
+    with pytest.raises(Forbidden):
+        gw.rejoin_signed("g", forged)
+
+
+def test_revocation_shuts_the_meter_out(env):
+    gw, _, _, meter, members, pump, _, keys = env
+    for m in ("a", "b", "c"):
+        meter(m)
+    gw.create_group("g", members=["a", "b", "c"], actor="test")
+    pump()
+    old = GroupChannel(GK1, members["c"].current, "c")
+    gw.revoke("c", reason="keyCompromise", actor="test")
+    pump()
+    assert gw.get_group("g")["epoch"] == 2
+    assert gw.member_status("g", "c") == "revoked"
+    with pytest.raises(Forbidden):
+        gw.inbox("g", "c")
+    # re-enrolling the revoked certificate, or its meter id with a new one, is refused
+    with pytest.raises(Forbidden):
+        gw.enroll(cert_to_pem(keys["c"][1]), actor="test")
+    # a message sealed under the revoked meter's old epoch is no longer relayed
+    with pytest.raises((Forbidden, Conflict)):
+        gw.post_data("g", old.seal(b"still here?"))
+    with pytest.raises(Invalid):
+        gw.revoke("a", reason="because", actor="test")
+
+
+def test_bad_requests_are_clear_errors(env):
+    gw, _, _, meter, _, _, _, keys = env
+    meter("a")
+    meter("b")
+    with pytest.raises(NotFound):
+        gw.get_group("nope")
+    with pytest.raises(Invalid):
+        gw.create_group("bad id!", members=["a"], actor="test")
+    with pytest.raises(NotFound):
+        gw.create_group("g", members=["a", "ghost"], actor="test")
+    gw.create_group("g", members=["a", "b"], actor="test")
+    with pytest.raises(Conflict):
+        gw.create_group("g", members=["a"], actor="test")
+    with pytest.raises(Invalid):
+        gw.handle_member_message("g", b"\xa0garbage")
+    with pytest.raises(Invalid):
+        gw.post_data("g", b"\x00")
+    with pytest.raises(Invalid):
+        gw.enroll(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", actor="test")
+    # enrolment is idempotent, and one key cannot be enrolled under two ids
+    assert gw.enroll(cert_to_pem(keys["a"][1]), actor="test")["meter_id"] == "a"
+    with pytest.raises(Invalid):
+        gw.enroll_signed(MeterRequest("enroll", "a", gw.clock(), cert_der=b"x").sign(keys["a"][0]))
+
+
+def test_no_second_key_id_for_an_epoch(env):
+    """The epochs primary key makes a second commit of the same epoch impossible."""
+    gw, _, _, meter, _, pump, store, _ = env
+    for m in ("a", "b"):
+        meter(m)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    with pytest.raises(Exception, match=r"UNIQUE|unique|PRIMARY"), store.write() as conn:
+        conn.exec_driver_sql("INSERT INTO epochs VALUES ('g', 1, x'0000000000000000', x'00', '[]', 'x', 0, 0, 0)")
+
+
+def test_members_receive_keys_the_coordinator_never_sees(env):
+    gw, _, _, meter, members, pump, store, _ = env
+    for m in ("a", "b", "c"):
+        meter(m)
+    gw.create_group("g", members=["a", "b", "c"], actor="test")
+    pump()
+    keys = members["a"].current
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
+        blob = b"".join(
+            bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
+            for table in ("sessions", "session_messages", "session_broadcasts", "epochs", "events", "audit")
+            for row in db.execute(f"SELECT * FROM {table}")
+            for v in row
+        )
+    for secret in (keys.aead_key, keys.base_iv, keys.exporter_secret):
+        assert secret not in blob
