@@ -67,6 +67,8 @@ class Sidecar:
         self.store = Store(self.opts.db_url or self.data.db_url)
         await asyncio.to_thread(self.store.migrate)
         self.gateway = Gateway(self.store, self.data.trust(), self.opts.config)
+        await asyncio.to_thread(self.gateway.reconcile)
+        self.gateway.hub.last_id = await asyncio.to_thread(self.gateway.latest_event_id)
         batcher = Batcher(self.gateway)
         self._batcher = batcher
         if self.opts.coap:

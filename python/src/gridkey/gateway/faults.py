@@ -19,15 +19,34 @@ import os
 import signal
 import threading
 
-_spec = os.environ.get("GRIDKEY_FAULT", "")
-_point, _count = "", 0
-if _spec.startswith("kill:"):
-    body = _spec[len("kill:") :]
+POINTS = frozenset(
+    {
+        "session-started",
+        "accepted:1",
+        "accepted:2",
+        "accepted:3",
+        "round-complete:1",
+        "round-complete:2",
+        "epoch-commit",
+        "epoch-committed",
+    }
+)
+
+
+def parse(spec: str) -> tuple[str, int]:
+    """``kill:<point>[:<count>]`` -> (point, count); points themselves may contain a colon."""
+    if not spec.startswith("kill:"):
+        return "", 0
+    body = spec[len("kill:") :]
+    if body in POINTS:
+        return body, 1
     name, _, count = body.rpartition(":")
-    if name and count.isdigit():
-        _point, _count = name, int(count)
-    else:
-        _point, _count = body, 1
+    if name in POINTS and count.isdigit() and int(count) > 0:
+        return name, int(count)
+    raise ValueError(f"GRIDKEY_FAULT={spec!r}: unknown fault point (known: {', '.join(sorted(POINTS))})")
+
+
+_point, _count = parse(os.environ.get("GRIDKEY_FAULT", ""))
 _hits = 0
 _lock = threading.Lock()
 

@@ -28,8 +28,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..crypto.identity import load_certificate
 from ..crypto.rng import system_rng
-from ..crypto.signatures import VerifyKey
+from ..crypto.signatures import VerifyKey, verify_key_from_cryptography
 from ..crypto.suite import SUITES, get_suite
 from ..protocol import groupdata
 from ..protocol.coordinator import CoordinatorSession
@@ -165,15 +166,37 @@ class Gateway:
         with self._lock:
             self.counters[name] = self.counters.get(name, 0) + 1
 
-    def _meter_key(self, row) -> VerifyKey:
+    def _meter_key(self, row, *, verify: bool = True) -> VerifyKey:
+        """The meter's signing key. ``verify=False`` (resuming a session) trusts the certificate
+        that was verified when the session started, so an expiry mid-session cannot wedge it."""
         with self._lock:
             cached = self._keys.get(row.meter_id)
-        if cached and cached[0] == row.fingerprint:
+        if cached and cached[0] == row.fingerprint and not verify:
             return cached[1]
-        ident = self.trust.verify(row.cert_pem.encode(), self.clock())
+        if verify:
+            key = self.trust.verify(row.cert_pem.encode(), self.clock()).key
+        else:
+            key = verify_key_from_cryptography(load_certificate(row.cert_pem.encode()).public_key())
         with self._lock:
-            self._keys[row.meter_id] = (row.fingerprint, ident.key)
-        return ident.key
+            self._keys[row.meter_id] = (row.fingerprint, key)
+        return key
+
+    def reconcile(self) -> int:
+        """At start: make the CA's revocation list cover every meter revoked in the store.
+
+        A crash between a revoke's database commit and its CA update leaves the CA behind; this
+        repairs it. Returns how many revocations were (re)applied.
+        """
+        with self.store.read() as conn:
+            rows = conn.execute(select(meters).where(meters.c.status == "revoked")).all()
+        done = 0
+        for r in rows:
+            try:
+                self.trust.revoke(int(r.serial, 16), r.revoked_at or self.clock(), r.revoke_reason or "unspecified")
+                done += 1
+            except ValueError as exc:
+                log.warning("could not re-apply revocation of %s: %s", r.meter_id, exc)
+        return done
 
     # --- meters -----------------------------------------------------------------------------
 
@@ -693,7 +716,13 @@ class Gateway:
             )
             .order_by(meters.c.meter_id)
         ).all()
-        if len(rows) < 2:
+        members = []
+        for r in rows:
+            try:
+                members.append((r.meter_id, self._meter_key(r)))
+            except GatewayError as exc:  # e.g. expired or revoked at the CA: leave it out, say so
+                self._emit(tx, "member.skipped", group_id=g.group_id, meter_id=r.meter_id, reason=exc.detail)
+        if len(members) < 2:
             self._emit(tx, "session.idle", group_id=g.group_id, reason="fewer than two active members")
             return False
         attempt = tx.conn.execute(
@@ -702,7 +731,6 @@ class Gateway:
             .where(and_(sessions.c.group_id == g.group_id, sessions.c.epoch == epoch))
         ).scalar_one()
         suite = get_suite(g.suite)
-        members = [(r.meter_id, self._meter_key(r)) for r in rows]
         cs = CoordinatorSession(
             suite=suite,
             signing_key=self.trust.coordinator.signing_key,
@@ -775,7 +803,7 @@ class Gateway:
             record,
             suite=get_suite(g.suite),
             signing_key=self.trust.coordinator.signing_key,
-            members=[(m, self._meter_key(mrows[m])) for m in ids],
+            members=[(m, self._meter_key(mrows[m], verify=False)) for m in ids],
         )
         with self._lock:
             self._sessions[row.sid] = (row.version, cs)
@@ -1031,8 +1059,8 @@ class Gateway:
                     groups.c.rekey_interval_s > 0
                 )
             ).all()
-        for sid, _group in due:
-            with self._tx() as tx:
+        for sid, group_id in due:
+            with self._isolated("deadline", group_id), self._tx() as tx:
                 row = tx.conn.execute(self.store.locked(select(sessions).where(sessions.c.sid == sid))).first()
                 if row is None or row.state not in LIVE:
                     continue
@@ -1040,13 +1068,22 @@ class Gateway:
                 self._apply(tx, row, cs, cs.tick(now), now)
         for p in periodic:
             if (p.last_rekey_at or 0) + p.rekey_interval_s * 1000 <= now and p.group_id not in pend:
-                with self._tx() as tx:
+                with self._isolated("periodic rekey", p.group_id), self._tx() as tx:
                     if self._live_session(tx.conn, p.group_id) is None:
                         self._change(tx, p.group_id, "periodic", None, now)
                         self._maybe_start(tx, p.group_id, now)
         for group_id in pend:
-            with self._tx() as tx:
+            with self._isolated("pending changes", group_id), self._tx() as tx:
                 self._maybe_start(tx, group_id, now)
+
+    @contextmanager
+    def _isolated(self, what: str, group_id: str) -> Iterator[None]:
+        """One group's trouble must not stop tick() from serving the others."""
+        try:
+            yield
+        except GatewayError as exc:
+            log.warning("%s for %s failed: %s", what, group_id, exc.detail)
+            self._count(f"tick_error:{type(exc).__name__}")
 
     # --- group data -------------------------------------------------------------------------
 
@@ -1267,6 +1304,11 @@ class Gateway:
         with self.store.read() as conn:
             rows = conn.execute(stmt.order_by(events.c.id).limit(limit)).all()
         return [row_to_event(r) for r in rows]
+
+    def latest_event_id(self) -> int:
+        """Where a freshly started replica's event poller begins (old events are not re-sent)."""
+        with self.store.read() as conn:
+            return conn.execute(select(func.max(events.c.id))).scalar() or 0
 
     def prune(self) -> None:
         """Keep the event feed and the relayed data bounded."""

@@ -144,7 +144,12 @@ class MeterAgent:
                 self._crl = crl
 
     async def _discover_loop(self) -> None:
-        """Learn which groups this meter is in: observed where the link can, re-checked on resync."""
+        """Learn which groups this meter is in: observed where the link can, re-checked on resync.
+
+        An observation silently dies when the gateway restarts (it forgets its observers), so the
+        group list is also fetched every ``resync_s`` seconds.
+        """
+        self._tasks.append(asyncio.create_task(self._recheck_groups(), name=f"{self.meter_id}-recheck"))
         backoff = 0.2
         while True:
             try:
@@ -166,6 +171,18 @@ class MeterAgent:
                 self.stats.errors.append(f"discover: {type(exc).__name__}")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.resync_s)
+
+    async def _recheck_groups(self) -> None:
+        while not self.revoked:
+            await asyncio.sleep(self.resync_s)
+            try:
+                for gid in await self.link.meter_groups(self.meter_id):
+                    if gid not in self.groups:
+                        self._join(gid)
+            except LinkError as exc:
+                if exc.status == 403:
+                    return
+                self.stats.errors.append(f"recheck: {exc}")
 
     def _join(self, group_id: str) -> None:
         view = GroupView(
@@ -388,6 +405,9 @@ class MeterAgent:
             if (live and now - view.last_progress > self.stall_s) or now - last_resync > self.resync_s:
                 last_resync = now
                 view.last_progress = now
+                pending = view.member.resend() if live else None
+                if pending is not None:  # our last message may have died with a gateway process
+                    await self._post_round(group_id, pending)
                 await self.catch_up(group_id)
                 await self._fetch_data(group_id)
 
