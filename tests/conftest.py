@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import SidecarProc
 
+pytest_plugins = ["pg_fixtures"]
+
 
 @pytest.fixture
 def sidecar(tmp_path):

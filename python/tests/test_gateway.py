@@ -103,7 +103,7 @@ def test_group_lifecycle_and_audit(env):
     assert result.ok and result.entries >= 8
     # tampering with any stored audit entry is detected
     with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
-        db.execute("UPDATE audit SET details = replace(details, 'a', 'x') WHERE seq = 2")
+        db.execute("UPDATE audit SET actor = actor || 'x' WHERE seq = 2")
     bad = gw.verify_audit()
     assert not bad.ok and "entry 2 was modified" in bad.problem
 

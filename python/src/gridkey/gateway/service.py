@@ -15,18 +15,20 @@ without them; a lagging meter comes back with a signed rejoin request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..crypto.identity import load_certificate
 from ..crypto.rng import system_rng
@@ -59,6 +61,7 @@ from .hub import EventHub, GatewayEvent
 from .trust import Trust
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 LIVE = ("round1", "round2", "confirm")
 REVOCATION_REASONS = (
@@ -79,6 +82,34 @@ _CONFLICT_DROPS = {DropReason.OTHER_SESSION, DropReason.UNEXPECTED, DropReason.E
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _transient(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure (PostgreSQL) or a busy database (SQLite): retry."""
+    orig = getattr(exc, "orig", None)
+    name = type(orig).__name__ if orig is not None else ""
+    return isinstance(exc, DBAPIError) and (
+        name in ("DeadlockDetected", "SerializationFailure", "LockNotAvailable") or "database is locked" in str(orig)
+    )
+
+
+def retrying(fn: F) -> F:
+    """Run a write operation again when the database asks for it (lock order is fixed — group,
+    then session, then audit head — so this is rare; it is the safety net the database expects)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(6):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if not _transient(exc) or attempt == 5:
+                    raise
+                log.info("transient database error in %s, retrying: %s", fn.__name__, type(exc.orig).__name__)
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _clamp(limit: Any, top: int = 1000) -> int:
@@ -130,15 +161,22 @@ class Gateway:
         self._sessions: dict[bytes, tuple[int, CoordinatorSession]] = {}
         self._keys: dict[str, tuple[str, VerifyKey]] = {}  # meter id -> (fingerprint, key)
         self._lock = threading.Lock()
+        self._ticks = 0
         self.counters: dict[str, int] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
     @contextmanager
     def _tx(self) -> Iterator[_Tx]:
-        with self.store.write() as conn:
-            tx = _Tx(conn)
-            yield tx
+        try:
+            with self.store.write() as conn:
+                tx = _Tx(conn)
+                yield tx
+        except BaseException:
+            # Sessions in memory may have advanced past what the store now holds: reload them.
+            with self._lock:
+                self._sessions.clear()
+            raise
         for ev in tx.events:
             self.hub.publish(ev)
 
@@ -192,14 +230,18 @@ class Gateway:
         done = 0
         for r in rows:
             try:
-                self.trust.revoke(int(r.serial, 16), r.revoked_at or self.clock(), r.revoke_reason or "unspecified")
-                done += 1
+                serial = int(r.serial, 16)
+                if not self.trust.is_revoked(serial) and self.trust.revoke(
+                    serial, r.revoked_at or self.clock(), r.revoke_reason or "unspecified"
+                ):
+                    done += 1
             except ValueError as exc:
                 log.warning("could not re-apply revocation of %s: %s", r.meter_id, exc)
         return done
 
     # --- meters -----------------------------------------------------------------------------
 
+    @retrying
     def enroll(self, cert_pem: bytes, *, actor: str) -> dict:
         """Register a meter (or controller) certificate issued by the CA. Idempotent."""
         now = self.clock()
@@ -313,6 +355,7 @@ class Gateway:
             raise NotFound(f"no meter {meter_id}")
         return row.cert_pem
 
+    @retrying
     def revoke(self, meter_id: str, *, reason: str = "keyCompromise", actor: str) -> dict:
         """Revoke a meter: memberships, an immediate rekey of every group without it, its certificate.
 
@@ -335,10 +378,12 @@ class Gateway:
                     .values(status="revoked", revoked_at=now, revoke_reason=reason)
                 )
                 affected = tx.conn.execute(
-                    select(memberships.c.group_id).where(
-                        and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed")
-                    )
+                    select(memberships.c.group_id)
+                    .where(and_(memberships.c.meter_id == meter_id, memberships.c.status != "removed"))
+                    .order_by(memberships.c.group_id)
                 ).all()
+                for g in affected:  # group rows before the audit head, in a fixed order
+                    self._group_row(tx, g.group_id)
                 tx.conn.execute(
                     update(memberships)
                     .where(memberships.c.meter_id == meter_id)
@@ -359,6 +404,7 @@ class Gateway:
 
     # --- groups -----------------------------------------------------------------------------
 
+    @retrying
     def create_group(
         self,
         group_id: str,
@@ -495,6 +541,7 @@ class Gateway:
             ids = [r.group_id for r in conn.execute(select(groups.c.group_id).order_by(groups.c.group_id))]
         return [self.get_group(g) for g in ids]
 
+    @retrying
     def set_rekey_interval(self, group_id: str, seconds: int, *, actor: str) -> dict:
         if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 366 * 86400:
             raise Invalid("rekey interval must be an integer number of seconds (0 turns it off)")
@@ -505,6 +552,7 @@ class Gateway:
             self._emit(tx, "group.updated", group_id=group_id, rekey_interval_s=seconds)
         return self.get_group(group_id)
 
+    @retrying
     def add_members(self, group_id: str, meter_ids: list[str], *, actor: str) -> dict:
         ids = self._member_list(meter_ids)
         now = self.clock()
@@ -537,6 +585,7 @@ class Gateway:
             self._maybe_start(tx, group_id, now)
         return self.get_group(group_id)
 
+    @retrying
     def remove_member(self, group_id: str, meter_id: str, *, actor: str, reason: str = "leave") -> dict:
         _check_id(meter_id, "meter id")
         now = self.clock()
@@ -559,6 +608,7 @@ class Gateway:
             self._maybe_start(tx, group_id, now)
         return self.get_group(group_id)
 
+    @retrying
     def request_rekey(self, group_id: str, *, actor: str, trigger: str = "manual") -> dict:
         now = self.clock()
         with self._tx() as tx:
@@ -569,6 +619,7 @@ class Gateway:
             self._maybe_start(tx, group_id, now, force=True)
         return self.get_group(group_id)
 
+    @retrying
     def rejoin_signed(self, group_id: str, request: bytes) -> dict:
         """A lagging member (excluded after a timeout) asks to be taken back."""
         _check_id(group_id, "group id")
@@ -577,6 +628,7 @@ class Gateway:
             raise Invalid("request is for another group")
         now = self.clock()
         with self._tx() as tx:
+            self._group_row(tx, group_id)
             m = tx.conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
             if m is None:
                 raise NotFound(f"no meter {req.meter_id}")
@@ -967,6 +1019,7 @@ class Gateway:
             raise result
         return result
 
+    @retrying
     def handle_member_messages(self, group_id: str, batch: list[bytes]) -> list[Outcome | GatewayError]:
         """Several member messages for one group in one transaction (see :class:`.batcher.Batcher`).
 
@@ -988,6 +1041,8 @@ class Gateway:
         if any(s is not None for s in sids):
             now = self.clock()
             with self._tx() as tx:
+                # Lock order everywhere: group row, then session row, then the audit head.
+                tx.conn.execute(self.store.locked(select(groups.c.group_id).where(groups.c.group_id == group_id)))
                 row = self._live_session(tx.conn, group_id, lock=True)
                 for i, data in enumerate(batch):
                     if sids[i] is None:
@@ -1060,21 +1115,42 @@ class Gateway:
                 )
             ).all()
         for sid, group_id in due:
-            with self._isolated("deadline", group_id), self._tx() as tx:
-                row = tx.conn.execute(self.store.locked(select(sessions).where(sessions.c.sid == sid))).first()
-                if row is None or row.state not in LIVE:
-                    continue
-                cs = self._load(tx.conn, row)
-                self._apply(tx, row, cs, cs.tick(now), now)
+            self._tick_deadline(sid, group_id, now)
         for p in periodic:
             if (p.last_rekey_at or 0) + p.rekey_interval_s * 1000 <= now and p.group_id not in pend:
-                with self._isolated("periodic rekey", p.group_id), self._tx() as tx:
-                    if self._live_session(tx.conn, p.group_id) is None:
-                        self._change(tx, p.group_id, "periodic", None, now)
-                        self._maybe_start(tx, p.group_id, now)
+                self._tick_periodic(p.group_id, now)
         for group_id in pend:
-            with self._isolated("pending changes", group_id), self._tx() as tx:
+            self._tick_pending(group_id, now)
+        self._ticks += 1
+        if self._ticks % 25 == 0:  # other replicas' revocations reach this process's CA
+            self.reconcile()
+
+    @retrying
+    def _tick_deadline(self, sid: bytes, group_id: str, now: int) -> None:
+        with self._isolated("deadline", group_id), self._tx() as tx:
+            self._group_row(tx, group_id)
+            row = tx.conn.execute(self.store.locked(select(sessions).where(sessions.c.sid == sid))).first()
+            if row is None or row.state not in LIVE:
+                return
+            cs = self._load(tx.conn, row)
+            self._apply(tx, row, cs, cs.tick(now), now)
+
+    @retrying
+    def _tick_periodic(self, group_id: str, now: int) -> None:
+        with self._isolated("periodic rekey", group_id), self._tx() as tx:
+            g = self._group_row(tx, group_id)  # re-check under the lock: replicas tick too
+            due = g.rekey_interval_s > 0 and (g.last_rekey_at or 0) + g.rekey_interval_s * 1000 <= now
+            pending = tx.conn.execute(
+                select(pending_changes.c.id).where(pending_changes.c.group_id == group_id).limit(1)
+            ).first()
+            if due and pending is None and self._live_session(tx.conn, group_id) is None:
+                self._change(tx, group_id, "periodic", None, now)
                 self._maybe_start(tx, group_id, now)
+
+    @retrying
+    def _tick_pending(self, group_id: str, now: int) -> None:
+        with self._isolated("pending changes", group_id), self._tx() as tx:
+            self._maybe_start(tx, group_id, now)
 
     @contextmanager
     def _isolated(self, what: str, group_id: str) -> Iterator[None]:
@@ -1087,6 +1163,7 @@ class Gateway:
 
     # --- group data -------------------------------------------------------------------------
 
+    @retrying
     def post_data(self, group_id: str, data: bytes) -> dict:
         """Relay a group data message (a reading or a command). The gateway cannot read it."""
         _check_id(group_id, "group id")
@@ -1305,11 +1382,17 @@ class Gateway:
             rows = conn.execute(stmt.order_by(events.c.id).limit(limit)).all()
         return [row_to_event(r) for r in rows]
 
+    def crl(self):
+        """The local CA's CRL, including revocations other replicas made (read from the store)."""
+        self.reconcile()
+        return self.trust.crl(self.clock())
+
     def latest_event_id(self) -> int:
         """Where a freshly started replica's event poller begins (old events are not re-sent)."""
         with self.store.read() as conn:
             return conn.execute(select(func.max(events.c.id))).scalar() or 0
 
+    @retrying
     def prune(self) -> None:
         """Keep the event feed and the relayed data bounded."""
         with self._tx() as tx:

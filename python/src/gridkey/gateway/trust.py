@@ -72,14 +72,30 @@ class Trust:
             raise Invalid(f"certificate rejected: {exc}") from None
         return ident
 
-    def revoke(self, serial: int, now_ms: int, reason: str) -> None:
-        if self._local_ca is None:
-            return
+    def is_revoked(self, serial: int) -> bool:
         with self._lock:
-            if not self._local_ca.is_revoked(serial):
-                self._local_ca.revoke(serial, now=ms_to_dt(now_ms), reason=reason)
-                if self._local_ca_dir is not None:
-                    self._local_ca.save(self._local_ca_dir)
+            return self._local_ca is not None and self._local_ca.is_revoked(serial)
+
+    def revoke(self, serial: int, now_ms: int, reason: str) -> bool:
+        """Add a serial to the local CA's revocation list; True if it was not there yet.
+
+        Replicas share the data dir: merge what another replica wrote before saving, so that two
+        replicas revoking different meters never overwrite each other's entries.
+        """
+        if self._local_ca is None:
+            return False
+        with self._lock:
+            if self._local_ca_dir is not None:
+                on_disk = LocalCA.load(self._local_ca_dir)
+                for r in on_disk.revocations:
+                    if not self._local_ca.is_revoked(r.serial):
+                        self._local_ca.revoke(r.serial, now=r.revoked_at, reason=r.reason)
+            if self._local_ca.is_revoked(serial):
+                return False
+            self._local_ca.revoke(serial, now=ms_to_dt(now_ms), reason=reason)
+            if self._local_ca_dir is not None:
+                self._local_ca.save(self._local_ca_dir)
+            return True
 
 
 def parse_cert(data: bytes) -> x509.Certificate:

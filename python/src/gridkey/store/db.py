@@ -72,8 +72,12 @@ class Store:
             yield conn
 
     def locked(self, stmt: Select) -> Select:
-        """``SELECT … FOR UPDATE`` where it means something (SQLite already holds the write lock)."""
-        return stmt.with_for_update() if self.is_postgres else stmt
+        """``SELECT … FOR NO KEY UPDATE`` on PostgreSQL (SQLite already holds the write lock).
+
+        NO KEY UPDATE, because no GridKey write changes a primary key: it does not block the
+        KEY SHARE locks that foreign-key checks take, which plain FOR UPDATE would.
+        """
+        return stmt.with_for_update(key_share=True) if self.is_postgres else stmt
 
     def dispose(self) -> None:
         self.engine.dispose()

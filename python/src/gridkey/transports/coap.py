@@ -95,9 +95,11 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             try:
                 status = await self.s.call(self.s.gateway.member_status, key[0], key[1])
             except GatewayError:
-                return
+                status = "unknown"
             if status not in ("active", "lagging"):
-                return  # render() answers 4.03
+                # Accept with a no-op so aiocoap can clean up; render() answers 4.03, which ends it.
+                serverobservation.accept(lambda: None)
+                return
         self._observers[key].add(serverobservation)
 
         def cancel(key=key, obs=serverobservation) -> None:
@@ -162,7 +164,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
                     }
                 )
             case ["crl"], Code.GET:
-                crl = await self.s.call(gw.trust.crl, gw.clock())
+                crl = await self.s.call(gw.crl)
                 if crl is None:
                     return _error(404, "no local CA: revocation is published by the external CA")
                 return aiocoap.Message(code=Code.CONTENT, payload=crl.public_bytes(Encoding.DER), content_format=42)
