@@ -206,6 +206,7 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
             req = aiocoap.Message(code=Code.GET, uri=f"{base}/m/{i}", observe=0)
             pr = ctx.request(req)
             first = await pr.response
+            remote = first.remote  # reuse the resolved address, as the GridKey meter link does
             state["bytes"] += coap_wire_bytes(req) + coap_wire_bytes(first)
             async for note in pr.observation:
                 state["bytes"] += coap_wire_bytes(note)
@@ -218,7 +219,8 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
                     state["keys"].add(member.key_id)
                     if state["count"] == n:
                         state["event"].set()
-                msg = aiocoap.Message(code=Code.POST, uri=f"{base}/confirm", payload=confirm)
+                msg = aiocoap.Message(code=Code.POST, uri_path=("kt", "confirm"), payload=confirm)
+                msg.remote = remote
                 resp = await ctx.request(msg).response
                 state["bytes"] += coap_wire_bytes(msg) + coap_wire_bytes(resp)
 

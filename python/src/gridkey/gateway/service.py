@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
@@ -1042,8 +1043,11 @@ class Gateway:
             now = self.clock()
             with self._tx() as tx:
                 # Lock order everywhere: group row, then session row, then the audit head.
-                tx.conn.execute(self.store.locked(select(groups.c.group_id).where(groups.c.group_id == group_id)))
-                row = self._live_session(tx.conn, group_id, lock=True)
+                # (SQLite holds one database-wide write lock already: nothing to lock row by row.)
+                if self.store.is_postgres:
+                    tx.conn.execute(self.store.locked(select(groups.c.group_id).where(groups.c.group_id == group_id)))
+                found = self._live_session(tx.conn, group_id, lock=True)
+                row = SimpleNamespace(**found._mapping) if found is not None else None
                 for i, data in enumerate(batch):
                     if sids[i] is None:
                         continue
@@ -1061,9 +1065,11 @@ class Gateway:
                         with self._lock:
                             self._sessions.pop(row.sid, None)  # the in-memory session ran ahead: reload
                         results[i] = exc
+                        found = tx.conn.execute(select(sessions).where(sessions.c.sid == row.sid)).one()
+                        row = SimpleNamespace(**found._mapping)
                     else:
                         results[i] = self._outcome(drops, cs.state.value)
-                    row = tx.conn.execute(select(sessions).where(sessions.c.sid == row.sid)).one()
+                        row.version, row.state = row.version + 1, cs.state.value  # as _apply stored them
             if any(ev.kind == "epoch.committed" for ev in tx.events):
                 checkpoint("epoch-committed")
         return results  # type: ignore[return-value]

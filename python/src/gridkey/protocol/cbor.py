@@ -120,6 +120,19 @@ def check_deterministic(data: bytes, allowed_tags: frozenset[int] = frozenset())
             prev_key = key
 
 
+def encode_uint(n: int) -> bytes:
+    """The shortest head for an unsigned integer (major type 0)."""
+    if n < 24:
+        return bytes([n])
+    if n < 0x100:
+        return bytes([0x18, n])
+    if n < 0x10000:
+        return b"\x19" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x1a" + n.to_bytes(4, "big")
+    return b"\x1b" + n.to_bytes(8, "big")
+
+
 def encode_bstr(value: bytes) -> bytes:
     """A definite byte string: the head by hand, so hot paths can concatenate without cbor2."""
     n = len(value)

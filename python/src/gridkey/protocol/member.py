@@ -31,7 +31,7 @@ from ..crypto.groups import Element, InvalidElement, Rng
 from ..crypto.rng import system_rng
 from ..crypto.signatures import SigningKey, VerifyKey
 from ..crypto.suite import Suite
-from . import bd
+from . import bd, cbor
 from .cbor import encode_bstr
 from .cose import Sign1, parse_sign1
 from .directory import KeyDirectory
@@ -122,6 +122,8 @@ class MemberSession:
         x_len = len(group.identity_encoding) if start.n == 2 else group.element_len
         self._element_len = {MsgType.ROUND1: group.element_len, MsgType.ROUND2: x_len}
         self._element_head = {t: encode_bstr(bytes(v))[:-v] for t, v in self._element_len.items()}
+        # {1: type, 2: sid, 3: epoch, 4: …}: everything before member j's index, built once
+        self._prefix_head = {t: member_payload_prefix(t, start.sid, start.epoch, 0)[:-2] for t in self._element_len}
         self.state = MemberState.AWAIT_BUNDLE1
         self.last_sent = Round1(start.sid, start.epoch, idx, self._z).sign(me.signing_key)
         self._seen: dict[str, bytes] = {}  # kind -> payload already processed
@@ -207,7 +209,7 @@ class MemberSession:
             s1 = parse_sign1(bundle.items[j], max_size=MEMBER_MSG_MAX)
         except DecodeError as exc:
             raise _Abort(AbortReason.INVALID_BUNDLE, f"item {j}: {exc}") from None
-        prefix = member_payload_prefix(mtype, self.sid, self.start.epoch, j) + self._element_head[mtype]
+        prefix = self._prefix_head[mtype] + cbor.encode_uint(j) + b"\x05" + self._element_head[mtype]
         payload = s1.payload
         size = len(payload) - len(prefix)
         if s1.kid != self.start.roster[j].kid or size != self._element_len[mtype] or not payload.startswith(prefix):
