@@ -1237,9 +1237,17 @@ class Gateway:
                 key_id=key_id.hex(),
                 size=len(data),
             )
-            if kind == "command":
-                self._audit(tx, f"member:{roster[sender]}", "command.relay", group_id, epoch=ep.epoch, size=len(data))
+            # No audit entry here: the relay cannot authenticate group data (only members hold the
+            # key), so anyone could fill the tamper-evident log with claims. Operator commands are
+            # audited where they are authenticated: `record_command`, called by the REST API.
         return {"id": msg_id, "duplicate": False}
+
+    @retrying
+    def record_command(self, group_id: str, *, actor: str, epoch: int | None, msg_id: int | None, size: int) -> None:
+        """Audit an operator's group command (the controller has sealed and posted it)."""
+        with self._tx() as tx:
+            self._group_row(tx, group_id)
+            self._audit(tx, actor, "command.send", group_id, epoch=epoch, msg_id=msg_id, size=size)
 
     def data_since(self, group_id: str, after: int = 0, limit: int = 200) -> list[dict]:
         _check_id(group_id, "group id")

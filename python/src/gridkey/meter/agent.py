@@ -160,10 +160,14 @@ class MeterAgent:
                             self._join(gid)
             except LinkError as exc:
                 if exc.status == 403:
-                    self.revoked = True
-                    self.on_event("revoked", {"meter_id": self.meter_id})
-                    return
-                self.stats.errors.append(f"discover: {exc}")
+                    # Plain CoAP answers are not authenticated, so a 4.03 may be forged: note it,
+                    # stop asking often, but keep checking instead of giving up for good.
+                    if not self.revoked:
+                        self.revoked = True
+                        self.on_event("revoked", {"meter_id": self.meter_id})
+                    backoff = self.resync_s
+                else:
+                    self.stats.errors.append(f"discover: {exc}")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -173,16 +177,18 @@ class MeterAgent:
             backoff = min(backoff * 2, self.resync_s)
 
     async def _recheck_groups(self) -> None:
-        while not self.revoked:
+        while True:
             await asyncio.sleep(self.resync_s)
             try:
-                for gid in await self.link.meter_groups(self.meter_id):
-                    if gid not in self.groups:
-                        self._join(gid)
+                group_ids = await self.link.meter_groups(self.meter_id)
             except LinkError as exc:
-                if exc.status == 403:
-                    return
-                self.stats.errors.append(f"recheck: {exc}")
+                if exc.status != 403:
+                    self.stats.errors.append(f"recheck: {exc}")
+                continue
+            self.revoked = False
+            for gid in group_ids:
+                if gid not in self.groups:
+                    self._join(gid)
 
     def _join(self, group_id: str) -> None:
         view = GroupView(
@@ -215,8 +221,11 @@ class MeterAgent:
                         await self._on_item(group_id, item)
             except LinkError as exc:
                 if exc.status == 403:
+                    # Revoked or removed - or a forged 4.03 (plain CoAP is unauthenticated). Say so
+                    # once, then only look again at the slow resync pace.
                     self.on_event("refused", {"group_id": group_id, "detail": exc.detail})
-                    return  # revoked or removed: nothing more for us here
+                    await asyncio.sleep(self.resync_s)
+                    continue
                 self.stats.errors.append(f"observe {group_id}: {exc}")
             except asyncio.CancelledError:
                 raise

@@ -90,6 +90,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
         elif len(path) == 4 and path[0] == "meters" and path[2] == "groups":
             key = (path[3], path[1])
         else:
+            _decline(serverobservation)
             return
         if key[0]:
             try:
@@ -97,8 +98,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             except GatewayError:
                 status = "unknown"
             if status not in ("active", "lagging"):
-                # Accept with a no-op so aiocoap can clean up; render() answers 4.03, which ends it.
-                serverobservation.accept(lambda: None)
+                _decline(serverobservation)  # render() answers 4.03
                 return
         self._observers[key].add(serverobservation)
 
@@ -241,6 +241,17 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             ("/groups/{g}/data", {"rt": "gridkey.data", "ct": "16"}),
         ]
         return resource.LinkFormat([resource.Link(href, **attrs) for href, attrs in links])
+
+
+def _decline(serverobservation) -> None:
+    """Answer without establishing an observation.
+
+    aiocoap 0.4 calls the cancellation callback of every observation attempt when the response
+    is sent, accepted or not; accepting with a no-op and deregistering at once is the clean way
+    to say "a plain response, no notifications".
+    """
+    serverobservation.accept(lambda: None)
+    serverobservation.deregister()
 
 
 def _query_int(req: aiocoap.Message, name: str, default: int) -> int:

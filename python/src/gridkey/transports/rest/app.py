@@ -406,7 +406,9 @@ def create_app(
         gateway.get_group(group_id)  # 400 / 404 before anything is sealed
         if command_sender is None:
             raise Conflict("no controller is configured on this sidecar")
-        return json_response(command_sender(group_id, payload), 202)
+        out = command_sender(group_id, payload)
+        gateway.record_command(group_id, actor=actor(), epoch=out.get("epoch"), msg_id=out.get("id"), size=len(payload))
+        return json_response(out, 202)
 
     # --- operator API: audit and events -----------------------------------------------------
 
