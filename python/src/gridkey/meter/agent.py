@@ -248,7 +248,11 @@ class MeterAgent:
             await self._fetch_data(group_id)
 
     async def catch_up(self, group_id: str) -> None:
-        """Feed every coordinator message of the latest session (duplicates are skipped)."""
+        """Feed every coordinator message of the latest session (duplicates are skipped).
+
+        Used when (re)subscribing and on the slow resync; a stalled negotiation uses the cheaper
+        :meth:`catch_up_next`, which fetches only the message the member is waiting for.
+        """
         try:
             messages = await self.link.session(group_id)
         except LinkError as exc:
@@ -256,6 +260,22 @@ class MeterAgent:
             return
         for data in messages:
             await self.feed(group_id, data)
+
+    async def catch_up_next(self, group_id: str) -> None:
+        """Fetch just the coordinator message our live session waits for (and any abort)."""
+        view = self.groups.get(group_id)
+        session = view.member.session if view else None
+        if session is None or session.is_terminal:
+            return await self.catch_up(group_id)
+        waiting = {"await_bundle1": "bundle1", "await_bundle2": "bundle2"}.get(session.state.value, "commit")
+        for kind in (waiting, "abort", "start"):
+            try:
+                data = await self.link.session_kind(group_id, kind)
+            except LinkError:
+                continue  # not there yet (4.04) or unreachable: the next stall check tries again
+            await self.feed(group_id, data)
+            if kind != "abort":
+                return
 
     async def feed(self, group_id: str, data: bytes) -> None:
         view = self.groups.get(group_id)
@@ -297,7 +317,7 @@ class MeterAgent:
                 view.seen.clear()
         session = member.session
         if session is not None and not session.is_terminal and session._pending:
-            await self.catch_up(group_id)  # something arrived early: we missed a message
+            await self.catch_up_next(group_id)  # something arrived early: we missed a message
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:
         """The group's suite is only known from its Start; rebuild the member once we see it."""
@@ -411,12 +431,16 @@ class MeterAgent:
                     self.on_event("aborted", {"group_id": group_id, "epoch": ev.epoch, "reason": ev.reason.value})
             session = view.member.session
             live = session is not None and not session.is_terminal
-            if (live and now - view.last_progress > self.stall_s) or now - last_resync > self.resync_s:
-                last_resync = now
+            # A bigger group legitimately takes longer per round: do not mistake that for a stall.
+            stall = self.stall_s * max(1.0, session.n / 10) if live else self.stall_s
+            if live and now - view.last_progress > stall:
                 view.last_progress = now
-                pending = view.member.resend() if live else None
+                pending = view.member.resend()
                 if pending is not None:  # our last message may have died with a gateway process
                     await self._post_round(group_id, pending)
+                await self.catch_up_next(group_id)
+            elif now - last_resync > self.resync_s:
+                last_resync = now
                 await self.catch_up(group_id)
                 await self._fetch_data(group_id)
 
