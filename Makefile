@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum python/pyproject.toml | cut -d' ' -f1
 ARGS   ?=
 PYTEST_WORKERS ?= auto
 
-.PHONY: help install system-deps lint test test-python test-cross demo bench vectors clean
+.PHONY: help install system-deps lint test test-python test-cross demo bench vectors clean leshan leshan-jar
 
 help:
 	@echo "make demo     run the main job (sidecar + simulated meters)"
@@ -16,6 +16,7 @@ help:
 	@echo "make system-deps  install the Debian packages the tests need (PostgreSQL, ...)"
 	@echo "make bench    protocol benchmark (JSON + table)"
 	@echo "make vectors  regenerate docs/test-vectors/*.json from fixed seeds"
+	@echo "make leshan   run an Eclipse Leshan LwM2M server with lwm2m-objects/ loaded (web UI URL printed)"
 
 $(STAMP): python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,13 +40,14 @@ test-python: install
 	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests
 
 # Cross-component tests only (real sidecar processes, PostgreSQL, ...).
-test-cross: install system-deps
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
+test-cross: install system-deps leshan-jar
+	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
 
 # Everything: lint, then unit + property + cross-component tests in one pytest run.
 # GRIDKEY_REQUIRE_POSTGRES: a missing PostgreSQL fails the PostgreSQL tests instead of skipping them.
-test: install lint system-deps
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
+# GRIDKEY_REQUIRE_LESHAN: likewise for a missing Leshan jar or Java 17 (the tests themselves never download).
+test: install lint system-deps leshan-jar
+	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
 
 demo: install
 	$(VENV)/bin/gridkey demo $(ARGS)
@@ -55,6 +57,17 @@ bench: install
 
 vectors: install
 	$(PY) scripts/gen_test_vectors.py
+
+# The Eclipse Leshan demo server jar from Maven Central, checksum-verified, into ~/.cache/gridkey/leshan
+# (or $GRIDKEY_CACHE/leshan). Idempotent: a verified cached jar means no network access at all.
+# scripts/leshan.py uses the standard library only, so this needs no virtualenv.
+leshan-jar:
+	$(PYTHON) scripts/leshan.py fetch --quiet >/dev/null
+
+# A Leshan LwM2M server for clicking around: every listener on 127.0.0.1 (free ports), lwm2m-objects/
+# loaded; prints the web UI URL. Ctrl-C stops it. E.g. make leshan ARGS="--web-port 8080".
+leshan: leshan-jar
+	$(PYTHON) scripts/leshan.py run --offline $(ARGS)
 
 clean:
 	rm -rf $(VENV) python/src/*.egg-info

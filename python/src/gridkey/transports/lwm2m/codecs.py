@@ -331,7 +331,7 @@ def encode(node: Node, path: str | Sequence[int], fmt: int) -> bytes:
                 f"OPAQUE format carries Opaque resources only, {format_path(p)} is {node.type}"
             )
         value = _check_value(node.type, node.value, format_path(p))
-        return value if cf is OPAQUE else _text_value(node.type, value).encode()  # type: ignore[return-value]
+        return value if cf is OPAQUE else _text_value(node.type, value).encode()
     if cf is TLV:
         return _tlv_encode(node, p)
     if cf is SENML_JSON:
@@ -508,7 +508,7 @@ def _check_objlnk(oid: object, iid: object, where: str) -> tuple[int, int]:
             raise CodecError(f"{where}: invalid Objlnk ({oid!r}, {iid!r})")
     if (oid == MAX_ID) != (iid == MAX_ID):
         raise CodecError(f"{where}: Objlnk {oid}:{iid} is neither a link nor the null link 65535:65535")
-    return (int(oid), int(iid))  # type: ignore[call-overload]
+    return (int(oid), int(iid))
 
 
 _OBJLNK_RE = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
@@ -553,7 +553,7 @@ def _b64std_decode(text: str, where: str) -> bytes:
 
 
 def _b64url_decode(text: str, where: str) -> bytes:
-    """base64url without padding (RFC 8428 §4.3 "vd"); Leshan forbids the padding, so do we."""
+    """base64url without padding (RFC 8428 §5, "vd"); Leshan forbids the padding, so do we."""
     if _B64URL_RE.fullmatch(text) is None or len(text) % 4 == 1:
         raise CodecError(f"{where}: invalid base64url")
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -576,9 +576,9 @@ def _text_value(rtype: RType, value: Value) -> str:
     if rtype is RType.BOOLEAN:
         return "1" if value else "0"
     if rtype is RType.OPAQUE:
-        return _b64std(value)  # type: ignore[arg-type]
+        return _b64std(value)
     if rtype is RType.OBJLNK:
-        return f"{value[0]}:{value[1]}"  # type: ignore[index]
+        return f"{value[0]}:{value[1]}"
     return str(value)  # String, Corelnk, Integer, Unsigned Integer, Time
 
 
@@ -686,20 +686,20 @@ def _tlv_int(v: int) -> bytes:
 
 def _tlv_value(rtype: RType, v: Value) -> bytes:
     if rtype is RType.STRING or rtype is RType.CORELNK:
-        return v.encode()  # type: ignore[union-attr]
+        return v.encode()
     if rtype is RType.INTEGER or rtype is RType.TIME:
-        return _tlv_int(v)  # type: ignore[arg-type]
+        return _tlv_int(v)
     if rtype is RType.UNSIGNED_INTEGER:
         # Below 2**63 the signed form has its top bit clear, so it reads the same as unsigned (the TS) and as
         # signed (Leshan's decoder, which reads any TLV integer signed). Above, only 8 bytes are unambiguous.
-        return _tlv_int(v) if v < 1 << 63 else v.to_bytes(8, "big")  # type: ignore[operator,union-attr]
+        return _tlv_int(v) if v < 1 << 63 else v.to_bytes(8, "big")
     if rtype is RType.FLOAT:
         return struct.pack(">d", v)  # always 8 bytes, as Leshan's encoder writes a Java double
     if rtype is RType.BOOLEAN:
         return b"\x01" if v else b"\x00"
     if rtype is RType.OPAQUE:
-        return v  # type: ignore[return-value]
-    return struct.pack(">HH", *v)  # type: ignore[misc]  # OBJLNK
+        return v
+    return struct.pack(">HH", *v)  # OBJLNK
 
 
 def _tlv_resource(res: Resource | MultiResource, where: str) -> bytes:
@@ -942,9 +942,9 @@ def _senml_value(rtype: RType, v: Value, binary: bool) -> tuple[str, Any]:
     if rtype is RType.BOOLEAN:
         return "vb", v
     if rtype is RType.OPAQUE:
-        return "vd", v if binary else _b64url(v)  # type: ignore[arg-type]
+        return "vd", v if binary else _b64url(v)
     if rtype is RType.OBJLNK:
-        return "vlo", f"{v[0]}:{v[1]}"  # type: ignore[index]
+        return "vlo", f"{v[0]}:{v[1]}"
     return "v", v  # int for Integer/Unsigned/Time, float for Float: the int/float distinction survives
 
 
@@ -994,7 +994,7 @@ def _lwm2m_json_encode(node: Node, p: Path) -> bytes:
     for name, rtype, v in records:
         e: dict[str, Any] = {"n": name} if name else {}
         if rtype is RType.OPAQUE:
-            e["sv"] = _b64std(v)  # type: ignore[arg-type]
+            e["sv"] = _b64std(v)
         else:
             key, raw = _senml_value(rtype, v, binary=False)
             e[{"v": "v", "vs": "sv", "vb": "bv", "vlo": "ov"}[key]] = raw
@@ -1002,7 +1002,7 @@ def _lwm2m_json_encode(node: Node, p: Path) -> bytes:
     return _json_dumps({"bn": bn, "e": entries})
 
 
-# SenML labels (RFC 8428 §4.2, §6 Table 6): CBOR integer label -> JSON name.
+# SenML labels (RFC 8428 §4.1-4.2, integer labels from §6): CBOR integer label -> JSON name.
 _SENML_INT_LABELS: Final[dict[int, str]] = {
     -1: "bver",
     -2: "bn",
@@ -1031,7 +1031,10 @@ _MAX_NAME: Final = 24
 
 
 def _senml_entries(records: list[dict[str, Any]], binary: bool) -> list[_Entry]:
-    """Resolve SenML records (RFC 8428 §4.5.1: a base name applies until the next one) to entries."""
+    """Resolve SenML records to (path, value label, raw value) entries.
+
+    RFC 8428 §4.1, §4.5.1: the name is base name + name, and a base name holds until the next one.
+    """
     out: list[_Entry] = []
     bn = ""
     for rec in records:
@@ -1172,7 +1175,7 @@ def _value_from_entry(rtype: RType, kind: str, raw: Any, legacy: bool, where: st
     if rtype is RType.FLOAT:
         return _number_to_float(raw, where)
     if rtype is RType.BOOLEAN:
-        return raw  # type: ignore[no-any-return]
+        return raw
     if rtype is RType.OPAQUE:
         return _b64std_decode(raw, where) if legacy else raw
     return _parse_objlnk(raw, where)
