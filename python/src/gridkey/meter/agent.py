@@ -419,30 +419,40 @@ class MeterAgent:
             self.on_event("reading", {"group_id": group_id, "from": got.sender_id, "epoch": got.epoch})
 
     async def _watchdog(self, group_id: str) -> None:
-        last_resync = time.monotonic()
+        """Stall and resync checks; survives anything a forged or garbled reply can cause."""
+        state = {"last_resync": time.monotonic()}
         while True:
             await asyncio.sleep(0.25)
-            view = self.groups.get(group_id)
-            if view is None:
-                return
-            now = time.monotonic()
-            for ev in view.member.tick(self.clock()):
-                if isinstance(ev, Aborted):
-                    self.on_event("aborted", {"group_id": group_id, "epoch": ev.epoch, "reason": ev.reason.value})
-            session = view.member.session
-            live = session is not None and not session.is_terminal
-            # A bigger group legitimately takes longer per round: do not mistake that for a stall.
-            stall = self.stall_s * max(1.0, session.n / 10) if live else self.stall_s
-            if live and now - view.last_progress > stall:
-                view.last_progress = now
-                pending = view.member.resend()
-                if pending is not None:  # our last message may have died with a gateway process
-                    await self._post_round(group_id, pending)
-                await self.catch_up_next(group_id)
-            elif now - last_resync > self.resync_s:
-                last_resync = now
-                await self.catch_up(group_id)
-                await self._fetch_data(group_id)
+            try:
+                await self._watchdog_step(group_id, state)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watchdog for %s: %s", group_id, exc)
+                self.stats.errors.append(f"watchdog {group_id}: {type(exc).__name__}")
+
+    async def _watchdog_step(self, group_id: str, state: dict) -> None:
+        view = self.groups.get(group_id)
+        if view is None:
+            return
+        now = time.monotonic()
+        for ev in view.member.tick(self.clock()):
+            if isinstance(ev, Aborted):
+                self.on_event("aborted", {"group_id": group_id, "epoch": ev.epoch, "reason": ev.reason.value})
+        session = view.member.session
+        live = session is not None and not session.is_terminal
+        # A bigger group legitimately takes longer per round: do not mistake that for a stall.
+        stall = self.stall_s * max(1.0, session.n / 10) if live else self.stall_s
+        if live and now - view.last_progress > stall:
+            view.last_progress = now
+            pending = view.member.resend()
+            if pending is not None:  # our last message may have died with a gateway process
+                await self._post_round(group_id, pending)
+            await self.catch_up_next(group_id)
+        elif now - state["last_resync"] > self.resync_s:
+            state["last_resync"] = now
+            await self.catch_up(group_id)
+            await self._fetch_data(group_id)
 
     # --- sending ----------------------------------------------------------------------------
 

@@ -21,6 +21,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 REQUEST_TIMEOUT_S = 20.0
 
 
+def _loads(data: bytes) -> Any:
+    """CBOR from the gateway. Plain CoAP is unauthenticated, so a reply may be forged: a body that is
+    not CBOR is a LinkError like any other failed exchange, never an exception that kills a task."""
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:
+        raise LinkError(502, f"malformed reply from the gateway: {type(exc).__name__}") from None
+
+
 class LinkError(Exception):
     """The gateway refused a request (4.xx) or could not be reached."""
 
@@ -123,14 +132,14 @@ class CoapLink:
         return resp
 
     async def _cbor(self, path: str, query: str = "") -> Any:
-        return cbor2.loads((await self._req(Code.GET, path, query=query)).payload)
+        return _loads((await self._req(Code.GET, path, query=query)).payload)
 
     async def gateway_info(self) -> tuple[str, bytes, bytes]:
         info = await self._cbor("gateway")
         return info[1], info[2], info[3]
 
     async def enroll(self, request: bytes) -> dict:
-        return cbor2.loads((await self._req(Code.POST, "meters", request)).payload)
+        return _loads((await self._req(Code.POST, "meters", request)).payload)
 
     async def meter_groups(self, meter_id: str) -> list[str]:
         info = await self._cbor(f"meters/{meter_id}")
@@ -161,7 +170,7 @@ class CoapLink:
         await self._req(Code.POST, f"groups/{group_id}/rejoin", request)
 
     async def post_data(self, group_id: str, data: bytes) -> dict:
-        return cbor2.loads((await self._req(Code.POST, f"groups/{group_id}/data", data)).payload)
+        return _loads((await self._req(Code.POST, f"groups/{group_id}/data", data)).payload)
 
     async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
         return [tuple(r) for r in await self._cbor(f"groups/{group_id}/data", f"after={after}")]
@@ -185,13 +194,13 @@ class CoapLink:
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
         if not first.code.is_successful():
             raise LinkError(_CODE_STATUS.get(first.code, 400), first.payload.decode("utf-8", "replace"))
-        yield cbor2.loads(first.payload)
+        yield _loads(first.payload)
         try:
             async for resp in pr.observation:
                 self.bytes_received += coap_wire_bytes(resp)
                 if not resp.code.is_successful():
                     raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
-                yield cbor2.loads(resp.payload)
+                yield _loads(resp.payload)
         except aiocoap.error.Error as exc:
             raise LinkError(503, f"observation ended: {exc}") from None
         finally:
@@ -262,7 +271,7 @@ class HttpLink:
             raise
 
     async def session(self, group_id: str) -> list[bytes]:
-        return cbor2.loads((await self._req("GET", f"groups/{group_id}/session")).content)
+        return _loads((await self._req("GET", f"groups/{group_id}/session")).content)
 
     async def session_kind(self, group_id: str, kind: str) -> bytes:
         return (await self._req("GET", f"groups/{group_id}/session/{kind}")).content
@@ -278,7 +287,7 @@ class HttpLink:
         return (await self._req("POST", f"groups/{group_id}/data", data)).json()
 
     async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
-        rows = cbor2.loads((await self._req("GET", f"groups/{group_id}/data", params={"after": after})).content)
+        rows = _loads((await self._req("GET", f"groups/{group_id}/data", params={"after": after})).content)
         return [tuple(r) for r in rows]
 
     async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
@@ -292,7 +301,7 @@ class HttpLink:
         while True:
             params = {"after": max(cursor, 0), "wait": 0 if cursor < 0 else 20}
             resp = await self._req("GET", f"meters/{meter_id}/groups/{group_id}/inbox", params=params)
-            body = cbor2.loads(resp.content)
+            body = _loads(resp.content)
             if cursor < 0:
                 cursor = body["cursor"]
                 yield cursor, None  # like the CoAP link: the first answer carries no item
