@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--join-window-ms", type=int, default=300, help="batch joins within this window (default 300)")
     serve.add_argument("--jwks-url", help="verify API tokens with this JWKS (e.g. your OIDC provider)")
     serve.add_argument("--issuer", default="gridkey", help="expected token issuer (default gridkey)")
+    serve.add_argument(
+        "--lwm2m-server",
+        help="register every meter (and the gateway) as an LwM2M client with this server, e.g. coap://leshan:5683",
+    )
+    serve.add_argument("--lwm2m-lifetime", type=int, default=60, help="LwM2M registration lifetime in s (default 60)")
     serve.add_argument("--ready-file", type=Path, help="write the listening URLs as JSON here once ready")
     serve.set_defaults(func=_lazy("serve", "run"))
 

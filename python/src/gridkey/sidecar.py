@@ -39,6 +39,8 @@ class SidecarOptions:
     jwks_url: str | None = None
     token_issuer: str = "gridkey"  # noqa: S105 - an issuer name, not a secret
     http_threads: int = 32
+    lwm2m_server: str | None = None  # coap://host:port of an LwM2M server (e.g. Leshan)
+    lwm2m_lifetime: int = 60
 
 
 class Sidecar:
@@ -50,6 +52,7 @@ class Sidecar:
         self.coap: CoapServer | None = None
         self.http = None
         self.controller: MeterAgent | None = None
+        self.lwm2m = None
         self._tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -78,6 +81,17 @@ class Sidecar:
             await self._start_controller()
         if self.opts.http:
             self._start_http(batcher)
+        if self.opts.lwm2m_server:
+            from .transports.lwm2m.bridge import Lwm2mBridge
+
+            controller = self.controller
+            self.lwm2m = Lwm2mBridge(
+                self.gateway,
+                self.opts.lwm2m_server,
+                lifetime=self.opts.lwm2m_lifetime,
+                readings=(lambda mid: controller.latest_readings.get(mid)) if controller else None,
+            )
+            await self.lwm2m.start()
         self._tasks.append(asyncio.create_task(self._periodic(), name="gridkey-periodic"))
 
     def _start_http(self, batcher: Batcher) -> None:
@@ -146,6 +160,8 @@ class Sidecar:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.lwm2m is not None:
+            await self.lwm2m.stop()
         if self.controller is not None:
             await self.controller.stop()
         if self.http is not None:
@@ -166,6 +182,7 @@ class Sidecar:
             "data_dir": str(self.data.path),
             "db": (self.opts.db_url or self.data.db_url).split("@")[-1],
             "controller": self.controller.meter_id if self.controller else None,
+            "lwm2m": self.opts.lwm2m_server,
             "ca_cert": str(self.data.ca_dir / "ca-cert.pem"),
         }
 

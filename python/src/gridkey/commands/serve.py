@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         jwks_url=args.jwks_url,
         token_issuer=args.issuer,
+        lwm2m_server=args.lwm2m_server,
+        lwm2m_lifetime=args.lwm2m_lifetime,
     )
     return asyncio.run(_main(opts, args.ready_file))
 

@@ -403,6 +403,25 @@ class Gateway:
             raise Invalid(f"meter revoked, but the CA refused to revoke its certificate: {exc}") from None
         return self._meter_dict(row)
 
+    @retrying
+    def request_rotation(self, meter_id: str, *, actor: str) -> dict:
+        """Ask a meter to rotate its identity key (e.g. from the LwM2M Rotate executable).
+
+        The gateway never holds a meter's private key, so it can only ask: the request is audited
+        and announced as a ``meter.rotate_requested`` event; the meter re-enrols with a new
+        certificate, which the gateway accepts as a rotation for the same meter id.
+        """
+        _check_id(meter_id, "meter id")
+        with self._tx() as tx:
+            row = tx.conn.execute(select(meters).where(meters.c.meter_id == meter_id)).first()
+            if row is None:
+                raise NotFound(f"no meter {meter_id}")
+            if row.status != "active":
+                raise Forbidden(f"meter {meter_id} is revoked")
+            self._audit(tx, actor, "meter.rotate_requested", meter_id)
+            self._emit(tx, "meter.rotate_requested", meter_id=meter_id)
+        return self._meter_dict(row)
+
     # --- groups -----------------------------------------------------------------------------
 
     @retrying

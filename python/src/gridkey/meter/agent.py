@@ -105,6 +105,7 @@ class MeterAgent:
         self._tasks: list[asyncio.Task] = []
         self._crl: x509.CertificateRevocationList | None = None
         self.revoked = False
+        self.latest_readings: dict[str, dict] = {}  # sender -> its last decrypted reading
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -416,6 +417,12 @@ class MeterAgent:
             self.on_event("command", info)
         else:
             self.stats.readings_received += 1
+            try:
+                reading = json.loads(got.plaintext)
+                if isinstance(reading, dict):
+                    self.latest_readings[got.sender_id] = reading
+            except ValueError:
+                pass
             self.on_event("reading", {"group_id": group_id, "from": got.sender_id, "epoch": got.epoch})
 
     async def _watchdog(self, group_id: str) -> None:
