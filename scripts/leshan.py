@@ -482,7 +482,13 @@ class LeshanServer:
         return self.workdir / "leshan.log"
 
     # lifecycle -------------------------------------------------------------------------------------
-    def start(self, timeout: float = 60, attempts: int = 3) -> LeshanServer:
+    def restart(self, timeout: float = 60) -> LeshanServer:
+        """Stop and start again on the same ports (clients keep their server URL), forgetting every
+        registration: what a real server restart looks like to its clients."""
+        self._terminate()
+        return self.start(timeout, attempts=1, same_ports=True)
+
+    def start(self, timeout: float = 60, attempts: int = 3, same_ports: bool = False) -> LeshanServer:
         """Start Leshan and wait until its REST API answers; retry on new ports after a bind race."""
         if not self.models.is_dir():
             raise LeshanUnavailable(f"models directory {self.models} does not exist")
@@ -494,7 +500,8 @@ class LeshanServer:
         atexit.register(self._terminate)  # never leave a JVM behind, even if the caller forgets stop()
         last = ""
         for _ in range(attempts):
-            self.ports = Ports.pick(self.release, self.web_port)
+            if not (same_ports and self.ports):
+                self.ports = Ports.pick(self.release, self.web_port)
             self.cmd = command_line(self.java, self.jar, self.release, self.ports, self.models)
             with self.log_path.open("wb") as log:  # a fresh log per attempt: old bind errors must not count
                 self.proc = subprocess.Popen(

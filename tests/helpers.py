@@ -63,6 +63,7 @@ class SidecarProc:
         http_port: int | None = None,
         name: str = "sidecar",
         data: DataDir | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.data = data or DataDir(workdir / "data")
@@ -73,6 +74,7 @@ class SidecarProc:
         self.coap_port = coap_port or free_port(socket.SOCK_DGRAM)
         self.http_port = http_port or free_port(socket.SOCK_STREAM)
         self.name = name
+        self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self._client: httpx.Client | None = None
@@ -107,6 +109,7 @@ class SidecarProc:
             argv += ["--db", self.db_url]
         if self.controller:
             argv.append("--controller")
+        argv += list(self.extra_args)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
