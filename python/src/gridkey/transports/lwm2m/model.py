@@ -269,7 +269,7 @@ class PowerMeasurementProvider(Provider):
         interval_s = float(r.get("interval_s", 60.0)) or 60.0
         return {
             PowerMeasurementRes.TIMESTAMP: int(r.get("ts", 0)) // 1000,
-            PowerMeasurementRes.APPLICATION_TYPE: "household meter",
+            PowerMeasurementRes.APPLICATION_TYPE: "electricity meter",
             PowerMeasurementRes.INSTANTANEOUS_ACTIVE_POWER: round(kwh * 1000 * 3600 / interval_s, 3),
             PowerMeasurementRes.CUMULATIVE_ACTIVE_POWER: float(r.get("total_Wh", kwh * 1000)),
         }
