@@ -57,6 +57,7 @@ class GroupView:
     start_wire: dict[bytes, bytes] = field(default_factory=dict)  # sid -> Start (for KeysNeeded retries)
     seen: set[bytes] = field(default_factory=set)  # coordinator messages already fed (exact bytes)
     rejoin_asked: set[bytes] = field(default_factory=set)  # Starts without us we already reacted to
+    done_refs: set[tuple[bytes, str]] = field(default_factory=set)  # (sid, kind) already fed
 
 
 @dataclass
@@ -238,13 +239,21 @@ class MeterAgent:
 
     async def _on_item(self, group_id: str, item: list) -> None:
         if item[0] == "s":
-            _, _sid, kind, data = item
+            _, sid, kind, data = item
+            view = self.groups.get(group_id)
+            if view is None:
+                return
             if data is None:
+                if (sid, kind) in view.done_refs:
+                    return  # a reminder of a message we already have
                 try:
                     data = await self.link.session_kind(group_id, kind)
                 except LinkError:
                     return
             await self.feed(group_id, data)
+            view.done_refs.add((sid, kind))
+            if len(view.done_refs) > 64:
+                view.done_refs.clear()
         elif item[0] == "d":
             await self._fetch_data(group_id)
 

@@ -181,9 +181,17 @@ class CoapLink:
             yield [g["group_id"] for g in info.get("groups", [])]
 
     async def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]:
-        """Observe the member resource; yields (event id, item). Ends (LinkError) when refused."""
-        async for cursor, item in self._observe(f"meters/{meter_id}/groups/{group_id}"):
-            yield cursor, item
+        """Observe the member resource; yields (event id, item). Ends (LinkError) when refused.
+
+        A notification also names the group's newest coordinator message; it is yielded as a second
+        item (without the message) so the agent fetches it if an overwritten notification hid it.
+        """
+        async for note in self._observe(f"meters/{meter_id}/groups/{group_id}"):
+            if not isinstance(note, list) or len(note) < 2:
+                raise LinkError(502, "malformed notification")
+            yield note[0], note[1]
+            if len(note) > 2 and note[2] is not None and note[2] != note[1]:
+                yield note[0], note[2]
 
     async def _observe(self, path: str) -> AsyncIterator[Any]:
         assert self.ctx is not None

@@ -16,8 +16,10 @@ Resources (all under ``/gk``; ``/.well-known/core`` lists them, RFC 6690)::
     POST /gk/groups/{g}/data                  a group data message -> 2.01 {id}
     GET  /gk/groups/{g}/data?after=N          [[id, sender, message], ...]
 
-Inbox items (the observed member resource) are ``["s", sid, kind, message|null]`` for coordinator
-messages and ``["d", id, message|null]`` for group data; messages over 990 bytes are announced
+Inbox notifications are ``[event id, item, latest]``: ``item`` is ``["s", sid, kind, message|null]``
+for a coordinator message or ``["d", id, message|null]`` for group data, and ``latest`` names the
+group's newest coordinator message (``["s", sid, kind, null]``) so that a notification overwritten
+before it was sent (Observe keeps only the newest) cannot hide a negotiation step; messages over 990 bytes are announced
 with ``null`` and fetched with a (block-wise) GET, because block-wise Observe notifications are
 not reliable across CoAP stacks. Notifications are lossy by design (RFC 7641), so members also
 fetch ``/session`` when they notice a gap.
@@ -80,6 +82,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
         # (group id, kind) -> (sid, message): coordinator messages are immutable, and block-wise
         # transfer renders a resource once per block, so serve them from memory.
         self._messages: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._last_ref: dict[str, list] = {}  # group id -> ["s", sid, kind, None] of its newest message
 
     # --- observation ------------------------------------------------------------------------
 
@@ -132,10 +135,15 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
                 for key in [k for k in self._messages if k[0] == ev.group_id]:
                     del self._messages[key]
             self._messages[(ev.group_id, item[2])] = (item[1], ev.data)
+            self._last_ref[ev.group_id] = ["s", item[1], item[2], None]
+        # aiocoap keeps only the newest pending notification per observer (RFC 7641 allows that), so
+        # a reading right after a Start could hide the Start. Every notification therefore also names
+        # the group's latest coordinator message; a member that missed it fetches it.
+        payload = _cbor([ev.id, item, self._last_ref.get(ev.group_id)])
         for key, observers in list(self._observers.items()):
             if key[0] == ev.group_id:
                 for obs in list(observers):
-                    obs.trigger(_cbor([ev.id, item]))
+                    obs.trigger(payload)
 
     # --- requests ---------------------------------------------------------------------------
 
