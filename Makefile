@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= auto
 help:
 	@echo "make demo     run the main job (sidecar + simulated meters)"
 	@echo "make test     lint + every test (unit, property, cross-component)"
-	@echo "make system-deps  install the Debian packages the tests need (PostgreSQL, ...)"
+	@echo "make system-deps  install the Debian packages the tests need (PostgreSQL, Java, Chromium, ...)"
 	@echo "make bench    protocol benchmark (JSON + table)"
 	@echo "make vectors  regenerate docs/test-vectors/*.json from fixed seeds"
 	@echo "make leshan   run an Eclipse Leshan LwM2M server with lwm2m-objects/ loaded (web UI URL printed)"
@@ -41,13 +41,14 @@ test-python: install
 
 # Cross-component tests only (real sidecar processes, PostgreSQL, ...).
 test-cross: install system-deps leshan-jar
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
+	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 GRIDKEY_REQUIRE_CHROMIUM=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
 
 # Everything: lint, then unit + property + cross-component tests in one pytest run.
 # GRIDKEY_REQUIRE_POSTGRES: a missing PostgreSQL fails the PostgreSQL tests instead of skipping them.
 # GRIDKEY_REQUIRE_LESHAN: likewise for a missing Leshan jar or Java 17 (the tests themselves never download).
+# GRIDKEY_REQUIRE_CHROMIUM: likewise for a missing chromium/chromedriver or selenium (the Leshan web UI test).
 test: install lint system-deps leshan-jar
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
+	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 GRIDKEY_REQUIRE_CHROMIUM=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
 
 demo: install
 	$(VENV)/bin/gridkey demo $(ARGS)

@@ -12,6 +12,8 @@ set -euo pipefail
 PACKAGES=(
     "postgresql:ls /usr/lib/postgresql/*/bin/initdb"
     "openjdk-17-jre-headless:java -version 2>&1 | grep -Eq 'version \"(1[7-9]|[2-9][0-9])'"
+    "chromium:command -v chromium"
+    "chromium-driver:command -v chromedriver"
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

@@ -508,7 +508,10 @@ def test_kill_at_checkpoint(cluster: Cluster, fault: str, at_rest: str | None) -
         body = {"group_id": group, "members": METERS}
         assert sc.try_api("POST", "/v1/groups", json=body) is None, "creation answered although killed"
     else:
-        sc.api("POST", f"/v1/groups/{group}/rekey")
+        # The session is committed and announced before the HTTP answer is written, so on a busy machine
+        # the meters' first messages can reach the checkpoint (and the kill) before the answer leaves.
+        r = sc.try_api("POST", f"/v1/groups/{group}/rekey")
+        assert r is None or r.is_success, r.text
     sc.wait_sigkilled(fault)
 
     check_at_rest(cluster)

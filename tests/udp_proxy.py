@@ -17,9 +17,10 @@ attacker controls the network as in the Dolev–Yao model:
   token, so it can hit a live exchange or observation) carrying a forged payload and sometimes a
   forged error code (4.00/4.03/4.04).
 
-Tokens travel in clear text (no DTLS/OSCORE), so the proxy also records Observe registrations
-(:meth:`UdpProxy.observations`) and can send a targeted forgery to a client
-(:meth:`UdpProxy.send_to_client`).
+Tokens and message IDs travel in clear text (no DTLS/OSCORE), so the proxy also records Observe
+registrations and each client's latest message ID (:meth:`UdpProxy.observations`,
+:meth:`UdpProxy.last_mids`) and can send targeted forgeries to a client or, spoofing a client's
+address, to the server (:meth:`UdpProxy.send_to_client`, :meth:`UdpProxy.send_as_client`).
 
 Every decision comes from one seeded :class:`random.Random`, so a run's attacks are repeatable up
 to the timing of the traffic they act on. ``counters`` counts every action per direction
@@ -142,6 +143,7 @@ class UdpProxy:
         self._tasks: list[asyncio.Task] = []
         self._ready = threading.Event()
         self._observations: dict[tuple[Addr, bytes], tuple[str, ...]] = {}  # (client, token) -> Uri-Path
+        self._last_mid: dict[Addr, int] = {}  # client -> message ID of its latest CON/NON request
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -210,6 +212,20 @@ class UdpProxy:
 
         return asyncio.run_coroutine_threadsafe(copy(), self._loop).result(10)
 
+    def last_mids(self) -> dict[Addr, int]:
+        """Each client's latest request message ID (clients count them up: the next ones are predictable)."""
+        assert self._loop is not None
+
+        async def copy() -> dict[Addr, int]:
+            return dict(self._last_mid)
+
+        return asyncio.run_coroutine_threadsafe(copy(), self._loop).result(10)
+
+    def send_as_client(self, client: Addr, data: bytes) -> None:
+        """Targeted forgery: send ``data`` to the server from ``client``'s upstream address (spoofing it)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._send, C2S, data, self._upstreams[client], client)
+
     def send_to_client(self, client: Addr, data: bytes) -> None:
         """Targeted forgery: send ``data`` to ``client`` as if the server had sent it."""
         assert self._loop is not None
@@ -248,8 +264,12 @@ class UdpProxy:
             self._handle(C2S, data, up, addr)
 
     def _note_observation(self, data: bytes, client: Addr) -> None:
-        """Remember Observe registrations (tokens travel in clear text without DTLS/OSCORE)."""
-        if len(data) < 4 or data[1] != int(Code.GET):
+        """Remember message IDs and Observe registrations (clear text without DTLS/OSCORE)."""
+        if len(data) < 4:
+            return
+        if data[0] >> 6 == 1 and (data[0] >> 4) & 3 in (0, 1) and 1 <= data[1] <= 31:  # a CON/NON request
+            self._last_mid[client] = int.from_bytes(data[2:4], "big")
+        if data[1] != int(Code.GET):
             return
         try:
             msg = aiocoap.Message.decode(data)

@@ -18,9 +18,10 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 
@@ -39,6 +40,8 @@ from ..protocol.requests import MeterRequest
 from .links import Link, LinkError
 
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 5.0  # closing the link must not hold up a shutdown (aiocoap may wait on exchanges)
 
 
 def wall_ms() -> int:
@@ -104,6 +107,7 @@ class MeterAgent:
         self.coordinator_key = None
         self.gateway_id = ""
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self._crl: x509.CertificateRevocationList | None = None
         self.revoked = False
         self.latest_readings: dict[str, dict] = {}  # sender -> its last decrypted reading
@@ -121,16 +125,27 @@ class MeterAgent:
         self.coordinator_key = ident.key
         req = MeterRequest("enroll", self.meter_id, self.clock(), cert_der=self.cert_der).sign(self.key)
         await self.link.enroll(req)
-        self._tasks.append(asyncio.create_task(self._discover_loop(), name=f"{self.meter_id}-discover"))
+        self._spawn(self._discover_loop(), f"{self.meter_id}-discover")
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
-        await self.link.close()
+        """Cancel every task, including any a running task spawns (a group discovered just now) before
+        its cancellation lands, then close the link; awaiting a snapshot of the list would wait
+        forever on such a late, never-cancelled loop."""
+        self._stopping = True
+        while self._tasks:
+            tasks, self._tasks = self._tasks, []
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.link.close(), STOP_TIMEOUT_S)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Start a background task owned by this agent (none once stop() has begun)."""
+        if self._stopping:
+            coro.close()
+            return
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
     def _verify(self, der: bytes):
         return verify_certificate(der, self.ca_cert, now=datetime.now(UTC), crl=self._crl)
@@ -151,7 +166,7 @@ class MeterAgent:
         An observation silently dies when the gateway restarts (it forgets its observers), so the
         group list is also fetched every ``resync_s`` seconds.
         """
-        self._tasks.append(asyncio.create_task(self._recheck_groups(), name=f"{self.meter_id}-recheck"))
+        self._spawn(self._recheck_groups(), f"{self.meter_id}-recheck")
         backoff = 0.2
         while True:
             try:
@@ -204,8 +219,8 @@ class MeterAgent:
             )
         )
         self.groups[group_id] = view
-        self._tasks.append(asyncio.create_task(self._observe_loop(group_id), name=f"{self.meter_id}-{group_id}"))
-        self._tasks.append(asyncio.create_task(self._watchdog(group_id), name=f"{self.meter_id}-{group_id}-wd"))
+        self._spawn(self._observe_loop(group_id), f"{self.meter_id}-{group_id}")
+        self._spawn(self._watchdog(group_id), f"{self.meter_id}-{group_id}-wd")
 
     # --- receiving --------------------------------------------------------------------------
 
