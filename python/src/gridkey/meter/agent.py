@@ -532,6 +532,7 @@ class MeterAgent:
             "round_msg_max": self.stats.round_msg_max,
             "link_bytes_sent": getattr(self.link, "bytes_sent", 0),
             "link_bytes_received": getattr(self.link, "bytes_received", 0),
+            "link_reopened": getattr(self.link, "reopened", 0),
             "readings_received": self.stats.readings_received,
             "drops": dict(self.stats.drops),
             "errors": self.stats.errors[-5:],

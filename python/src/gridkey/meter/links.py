@@ -8,6 +8,7 @@ REST API's meter endpoints); the agent does not know which one it has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -82,6 +83,11 @@ def coap_wire_bytes(msg: aiocoap.Message) -> int:
     return blocks * (head + (1 if msg.payload else 0)) + len(msg.payload)
 
 
+async def _shutdown_quietly(ctx: aiocoap.Context) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ctx.shutdown(), REQUEST_TIMEOUT_S)
+
+
 class CoapLink:
     """One aiocoap client context (its own UDP socket) per meter."""
 
@@ -91,6 +97,8 @@ class CoapLink:
         self.bytes_sent = 0
         self.bytes_received = 0
         self._remote = None  # the gateway's resolved address, once known
+        self.reopened = 0  # contexts replaced after a timeout (see _reopen)
+        self._retiring: set[asyncio.Task] = set()
 
     async def open(self) -> None:
         self.ctx = await aiocoap.Context.create_client_context()
@@ -115,13 +123,32 @@ class CoapLink:
         if self.ctx is not None:
             await self.ctx.shutdown()
             self.ctx = None
+        for t in list(self._retiring):
+            t.cancel()
+
+    async def _reopen(self, failed: aiocoap.Context) -> None:
+        """Replace a context whose request timed out by a fresh one: a new UDP port and a new random
+        message-ID sequence. Without DTLS an on-path attacker can predict the next message IDs and
+        poison the server's deduplication cache with them; the server then answers our real requests
+        from that cache (wrong token) and aiocoap's one-exchange-at-a-time queue stalls every later
+        request of this context. A timeout is the only symptom we see, so it is the trigger. The old
+        context is shut down in the background; its observations end and the agent re-registers them."""
+        if self.ctx is not failed:  # a concurrent request already replaced it
+            return
+        self.ctx = await aiocoap.Context.create_client_context()
+        self.reopened += 1
+        task = asyncio.create_task(_shutdown_quietly(failed))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _req(self, code: Code, path: str, payload: bytes = b"", query: str = "") -> aiocoap.Message:
         assert self.ctx is not None, "open() the link first"
+        ctx = self.ctx
         msg = self._message(code, path, payload, query)
         try:
-            resp = await asyncio.wait_for(self.ctx.request(msg).response, REQUEST_TIMEOUT_S)
+            resp = await asyncio.wait_for(ctx.request(msg).response, REQUEST_TIMEOUT_S)
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
+            await self._reopen(ctx)
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
         if self._remote is None:
             self._remote = resp.remote
