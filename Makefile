@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed-$(shell cksum python/pyproject.toml | cut -d' ' -f1
 ARGS   ?=
 PYTEST_WORKERS ?= auto
 
-.PHONY: help install system-deps lint test test-python test-cross demo bench vectors clean leshan leshan-jar
+.PHONY: help install system-deps lint test test-python test-cross demo bench bench-leshan vectors clean leshan leshan-jar
 
 help:
 	@echo "make demo     run the main job (sidecar + simulated meters)"
 	@echo "make test     lint + every test (unit, property, cross-component)"
 	@echo "make system-deps  install the Debian packages the tests need (PostgreSQL, Java, Chromium, ...)"
 	@echo "make bench    protocol benchmark (JSON + table)"
+	@echo "make bench-leshan  time Leshan's Execute Rekey to every member committed (ARGS=--json)"
 	@echo "make vectors  regenerate docs/test-vectors/*.json from fixed seeds"
 	@echo "make leshan   run an Eclipse Leshan LwM2M server with lwm2m-objects/ loaded (web UI URL printed)"
 
@@ -55,6 +56,10 @@ demo: install
 
 bench: install
 	$(VENV)/bin/gridkey bench protocol --n 3,10,25,100 $(ARGS)
+
+# Operator rekey through Leshan (Execute Rekey -> every member committed), real Leshan + sidecar + fleet.
+bench-leshan: install leshan-jar
+	$(PY) scripts/bench_leshan_rekey.py $(ARGS)
 
 vectors: install
 	$(PY) scripts/gen_test_vectors.py
