@@ -8,6 +8,7 @@ in a background thread, so tests can look inside an agent (e.g. to try an old ke
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -112,6 +113,10 @@ class SidecarProc:
         argv += list(self.extra_args)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.starts == 0:
+            # Its own session survives the test process: a teardown that fails before stop() must
+            # not leave a sidecar running (and holding ports) after pytest exits.
+            atexit.register(self.kill)
         self.starts += 1
         try:
             wait_for(

@@ -116,8 +116,10 @@ def ui_stack(leshan: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
         yield leshan, sc
     finally:
-        fleet.stop()
-        sc.stop()
+        try:
+            fleet.stop()
+        finally:
+            sc.stop()
 
 
 def instance_of(leshan: Any, endpoint: str, group: str) -> int:

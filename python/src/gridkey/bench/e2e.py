@@ -49,12 +49,32 @@ class Row:
     latency_ms_p95: float
     bytes_per_member: int
     rekeys: int
+    server_cpu_ms: float  # CPU of the sidecar / key server process per rekey (user + system)
+    members_cpu_ms: float  # CPU of the fleet process (all n members) per rekey
 
 
 def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc (Linux); 0.0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_pair(pid: int) -> tuple[float, float]:
+    """(server process, this process) CPU seconds: where a rekey's time goes, without a profiler."""
+    return _proc_cpu_s(pid), time.process_time()
+
+
+def _per_rekey_ms(before: tuple[float, float], after: tuple[float, float], rekeys: int) -> tuple[float, float]:
+    return tuple(round((a - b) * 1000 / rekeys, 1) for a, b in zip(after, before, strict=True))  # type: ignore[return-value]
 
 
 def _p95(values: list[float]) -> float:
@@ -151,12 +171,14 @@ async def bench_gridkey(n: int, mode: str, rekeys: int, progress) -> Row:
             await epoch(1, lambda: http.post("/v1/groups", json={"group_id": "bench", "members": ids, "mode": mode}))
             agree &= len(target["keys"]) == 1
             before = sum(a.link.bytes_sent + a.link.bytes_received for a in fleet.agents)
+            cpu_before = _cpu_pair(proc.pid)
             for k in range(2, rekeys + 2):
                 latencies.append(await epoch(k, lambda: http.post("/v1/groups/bench/rekey")))
                 agree &= len(target["keys"]) == 1
                 if progress:
                     progress(f"  bd-{mode} n={n} rekey {k - 1}/{rekeys}: {latencies[-1]:.1f} ms")
             after = sum(a.link.bytes_sent + a.link.bytes_received for a in fleet.agents)
+            cpu = _per_rekey_ms(cpu_before, _cpu_pair(proc.pid), rekeys)
         return Row(
             f"bd-{mode}",
             n,
@@ -165,6 +187,7 @@ async def bench_gridkey(n: int, mode: str, rekeys: int, progress) -> Row:
             round(_p95(latencies), 2),
             round((after - before) / (rekeys * n)),
             rekeys,
+            *cpu,
         )
     finally:
         if fleet is not None:
@@ -234,6 +257,7 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
         latencies: list[float] = []
         agree = True
         before = 0
+        cpu_before = (0.0, 0.0)
         for k in range(1, rekeys + 2):
             state.update(epoch=k, count=0, event=asyncio.Event(), keys=set())
             t0 = time.perf_counter()
@@ -241,12 +265,14 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
             await asyncio.wait_for(state["event"].wait(), 120)
             if k == 1:
                 before = state["bytes"]
+                cpu_before = _cpu_pair(proc.pid)
                 continue  # warm-up, like GridKey's first epoch
             latencies.append((time.perf_counter() - t0) * 1000)
             agree &= len(state["keys"]) == 1
             if progress:
                 progress(f"  centralized n={n} rekey {k - 1}/{rekeys}: {latencies[-1]:.1f} ms")
         await asyncio.sleep(0.2)  # let the last confirmations land before counting bytes
+        cpu = _per_rekey_ms(cpu_before, _cpu_pair(proc.pid), rekeys)
         return Row(
             "centralized",
             n,
@@ -255,6 +281,7 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
             round(_p95(latencies), 2),
             round((state["bytes"] - before) / (rekeys * n)),
             rekeys,
+            *cpu,
         )
     finally:
         for t in tasks:
@@ -266,15 +293,20 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
 
 
 def table(rows: list[Row]) -> str:
-    head = f"{'scheme':<12} {'n':>4} {'agree':<5} {'median ms':>10} {'p95 ms':>8} {'B/member':>9} {'vs central':>10}"
+    head = (
+        f"{'scheme':<12} {'n':>4} {'agree':<5} {'median ms':>10} {'p95 ms':>8} {'B/member':>9} {'vs central':>10}"
+        f" {'server cpu':>10} {'members cpu':>11}"
+    )
     lines = [head, "-" * len(head)]
     central = {r.n: r.latency_ms_median for r in rows if r.scheme == "centralized"}
     for r in rows:
         ratio = f"{r.latency_ms_median / central[r.n]:9.2f}x" if central.get(r.n) else f"{'-':>10}"
         lines.append(
             f"{r.scheme:<12} {r.n:>4} {'yes' if r.agree else 'NO':<5} {r.latency_ms_median:>10.1f} "
-            f"{r.latency_ms_p95:>8.1f} {r.bytes_per_member:>9} {ratio}"
+            f"{r.latency_ms_p95:>8.1f} {r.bytes_per_member:>9} {ratio} "
+            f"{r.server_cpu_ms:>10.1f} {r.members_cpu_ms:>11.1f}"
         )
+    lines.append("cpu columns: ms of CPU per rekey, the server process and the process running all members")
     return "\n".join(lines)
 
 
