@@ -175,3 +175,54 @@ def test_gridkey_meter_and_fleet_commands(sidecar, tmp_path):
         _, err = fleet.communicate(timeout=20)
     assert fleet.returncode == 0, err
     assert "3/3 meters hold a group key" in err
+
+
+def test_bundles_larger_than_a_block_go_block_wise(sidecar):
+    """Twelve meters: the round-2 bundle (~1.8 KB) exceeds one 1024-byte CoAP block, so every member
+    walks its blocks (MeterAgent's own Block2 loop against the server's own block cutting). A stock
+    aiocoap client assembling with 64-byte blocks gets the same bytes, and a block past the end is a 4.00."""
+    import aiocoap
+    from aiocoap.numbers.codes import Code
+
+    from helpers import LoopThread
+
+    meters = [f"bw-{i}" for i in range(1, 13)]
+    fleet = FleetRunner(sidecar, meters).start()
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "big", "members": meters})
+        fleet.wait_epoch("big", 1, meters)
+        sidecar.api("POST", "/v1/groups/big/rekey")
+        fleet.wait_epoch("big", 2, meters)
+    finally:
+        fleet.stop()
+
+    url = f"{sidecar.coap_url}/gk/groups/big/session/bundle2"
+
+    async def fetch() -> tuple[bytes, bytes, bytes, aiocoap.Message]:
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            whole = (await ctx.request(aiocoap.Message(code=Code.GET, uri=url)).response).payload
+            small = (await ctx.request(aiocoap.Message(code=Code.GET, uri=url, block2=(0, False, 2))).response).payload
+            parts, num, more = [], 0, True
+            while more:
+                r = await ctx.request(
+                    aiocoap.Message(code=Code.GET, uri=url, block2=(num, False, 2)), handle_blockwise=False
+                ).response
+                assert r.opt.block2.block_number == num and len(r.payload) <= 64
+                parts.append(r.payload)
+                more, num = r.opt.block2.more, num + 1
+            past = await ctx.request(
+                aiocoap.Message(code=Code.GET, uri=url, block2=(num + 5, False, 2)), handle_blockwise=False
+            ).response
+            return whole, small, b"".join(parts), past
+        finally:
+            await ctx.shutdown()
+
+    loop = LoopThread()
+    try:
+        whole, small, walked, past = loop.run(fetch())
+    finally:
+        loop.close()
+    assert len(whole) > 1024, "the bundle fits one block: this test would prove nothing"
+    assert whole == small == walked
+    assert past.code == Code.BAD_REQUEST

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 REQUEST_TIMEOUT_S = 20.0
+MAX_RESPONSE = 1 << 20  # a response assembled from Block2 blocks (a round-2 bundle of 1,000 is ~150 KB)
 
 
 def _loads(data: bytes) -> Any:
@@ -142,11 +143,15 @@ class CoapLink:
         task.add_done_callback(self._retiring.discard)
 
     async def _req(self, code: Code, path: str, payload: bytes = b"", query: str = "") -> aiocoap.Message:
+        if code == Code.GET:
+            return await self._get(path, query)
+        return await self._exchange(self._message(code, path, payload, query), blockwise=True)
+
+    async def _exchange(self, msg: aiocoap.Message, *, blockwise: bool) -> aiocoap.Message:
         assert self.ctx is not None, "open() the link first"
         ctx = self.ctx
-        msg = self._message(code, path, payload, query)
         try:
-            resp = await asyncio.wait_for(ctx.request(msg).response, REQUEST_TIMEOUT_S)
+            resp = await asyncio.wait_for(ctx.request(msg, handle_blockwise=blockwise).response, REQUEST_TIMEOUT_S)
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
             await self._reopen(ctx)
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
@@ -157,6 +162,32 @@ class CoapLink:
         if not resp.code.is_successful():
             raise LinkError(_CODE_STATUS.get(resp.code, 400), resp.payload.decode("utf-8", "replace"))
         return resp
+
+    async def _get(self, path: str, query: str) -> aiocoap.Message:
+        """A GET whose Block2 blocks (RFC 7959) are walked here rather than by aiocoap, whose
+        BlockwiseRequest deep-copies the request for every block (~19 % of the fleet's CPU in a
+        rekey of 25 meters, measured with py-spy). Blocks must come in order with one ETag."""
+        first = await self._exchange(self._message(Code.GET, path, query=query), blockwise=False)
+        b2 = first.opt.block2
+        if b2 is None or not b2.more:
+            return first
+        if b2.block_number != 0:
+            raise LinkError(502, "the first block of a response is not block 0")
+        payload = bytearray(first.payload)
+        while b2.more:
+            if len(payload) > MAX_RESPONSE:
+                raise LinkError(413, f"response larger than {MAX_RESPONSE} bytes")
+            num = b2.block_number + 1
+            resp = await self._exchange(
+                self._message(Code.GET, path, query=query, block2=(num, False, b2.size_exponent)), blockwise=False
+            )
+            b2 = resp.opt.block2
+            if b2 is None or b2.block_number != num or resp.opt.etag != first.opt.etag:
+                raise LinkError(502, "the response changed or broke off while it was fetched block by block")
+            payload += resp.payload
+        first.payload = bytes(payload)
+        first.opt.block2 = None
+        return first
 
     async def _cbor(self, path: str, query: str = "") -> Any:
         return _loads((await self._req(Code.GET, path, query=query)).payload)
