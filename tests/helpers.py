@@ -72,12 +72,14 @@ class SidecarProc:
         self.controller = controller
         self.session_timeout_ms = session_timeout_ms
         self.join_window_ms = join_window_ms
+        self._auto_ports = coap_port is None and http_port is None
         self.coap_port = coap_port or free_port(socket.SOCK_DGRAM)
         self.http_port = http_port or free_port(socket.SOCK_STREAM)
         self.name = name
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self._atexit = False
         self._client: httpx.Client | None = None
 
     @property
@@ -113,7 +115,8 @@ class SidecarProc:
         argv += list(self.extra_args)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        if self.starts == 0:
+        if not self._atexit:
+            self._atexit = True
             # Its own session survives the test process: a teardown that fails before stop() must
             # not leave a sidecar running (and holding ports) after pytest exits.
             atexit.register(self.kill)
@@ -125,6 +128,13 @@ class SidecarProc:
                 timeout,
             )
             if self.proc.poll() is not None:
+                if self._auto_ports and self.starts == 1 and "address already in use" in self.tail(5):
+                    # free_port() only found the ports free a moment ago; another process (a
+                    # client's ephemeral port) took one since. A first start may move elsewhere.
+                    self.starts = 0
+                    self.coap_port = free_port(socket.SOCK_DGRAM)
+                    self.http_port = free_port(socket.SOCK_STREAM)
+                    return self.start(timeout)
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
             wait_for(
                 f"{self.name} /healthz",

@@ -81,7 +81,7 @@ class KeyServer:
 
 async def main(args: argparse.Namespace) -> None:
     ks = KeyServer(args.suite, args.n, args.seed, args.db)
-    await aiocoap.Context.create_server_context(ks.site(), bind=("127.0.0.1", args.port))
+    await aiocoap.Context.create_server_context(ks.site(), bind=("127.0.0.1", args.port), transports=["udp6"])
     if args.ready_file:
         args.ready_file.write_text(json.dumps({"port": args.port}))
     await asyncio.Event().wait()

@@ -1067,6 +1067,7 @@ class Gateway:
                     tx.conn.execute(self.store.locked(select(groups.c.group_id).where(groups.c.group_id == group_id)))
                 found = self._live_session(tx.conn, group_id, lock=True)
                 row = SimpleNamespace(**found._mapping) if found is not None else None
+                accepted: list[dict] = []  # plain accepts not yet written (see _flush_accepted)
                 for i, data in enumerate(batch):
                     if sids[i] is None:
                         continue
@@ -1075,10 +1076,18 @@ class Gateway:
                         results[i] = Conflict("no live session with this sid for the group (late or stale message)")
                         continue
                     cs = self._load(tx.conn, row)
+                    evs = cs.receive(data, now)
+                    if all(isinstance(ev, Accepted | Dropped) for ev in evs):
+                        # The common case (a round message that does not complete its round) writes
+                        # nothing that can fail: its rows are written together once per batch, without
+                        # a savepoint each - 1 statement per batch instead of 4 per message.
+                        results[i] = self._outcome(self._accept(row, cs, evs, now, accepted), cs.state.value)
+                        continue
+                    self._flush_accepted(tx, row, accepted)
                     mark = len(tx.events)
                     try:
                         with tx.conn.begin_nested():  # one refused message must not undo the others
-                            drops = self._apply(tx, row, cs, cs.receive(data, now), now)
+                            drops = self._apply(tx, row, cs, evs, now)
                     except GatewayError as exc:
                         del tx.events[mark:]
                         with self._lock:
@@ -1089,9 +1098,42 @@ class Gateway:
                     else:
                         results[i] = self._outcome(drops, cs.state.value)
                         row.version, row.state = row.version + 1, cs.state.value  # as _apply stored them
+                if row is not None:
+                    self._flush_accepted(tx, row, accepted)
             if any(ev.kind == "epoch.committed" for ev in tx.events):
                 checkpoint("epoch-committed")
         return results  # type: ignore[return-value]
+
+    def _accept(self, row, cs: CoordinatorSession, evs: list, now: int, accepted: list[dict]) -> list[Dropped]:
+        """What :meth:`_apply` does for a step that only accepted or dropped messages, with the rows
+        queued in ``accepted`` for :meth:`_flush_accepted` (same transaction, so the same state at rest)."""
+        drops = []
+        for ev in evs:
+            if isinstance(ev, Accepted):
+                accepted.append({"sid": row.sid, "round": ev.round, "idx": ev.idx, "data": ev.data, "received_at": now})
+                checkpoint(f"accepted:{ev.round}")
+            else:
+                drops.append(ev)
+                self._count(f"drop:{ev.reason.value}")
+        if any(isinstance(ev, Accepted) for ev in evs):
+            row.version += 1
+            row.state = cs.state.value
+            row.dirty = True
+            with self._lock:
+                self._sessions[row.sid] = (row.version, cs)
+        return drops
+
+    @staticmethod
+    def _flush_accepted(tx: _Tx, row, accepted: list[dict]) -> None:
+        """Write the queued accepts: their messages and the session row's version and state."""
+        if accepted:
+            tx.conn.execute(insert(session_messages), accepted)
+            accepted.clear()
+        if getattr(row, "dirty", False):
+            tx.conn.execute(
+                update(sessions).where(sessions.c.sid == row.sid).values(state=row.state, version=row.version)
+            )
+            row.dirty = False
 
     @staticmethod
     def _outcome(drops: list[Dropped], state: str) -> Outcome | GatewayError:

@@ -366,7 +366,10 @@ class CoapServer:
         self.loop = asyncio.get_running_loop()
         site = _Site(self.gk)
         site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
-        self._context = await aiocoap.Context.create_server_context(site, bind=self.bind)
+        # CoAP over UDP only: aiocoap would also listen for CoAP over TCP (and TLS/WebSockets where
+        # available) on the same port number - attack surface no meter uses, and a second port to
+        # collide with.
+        self._context = await aiocoap.Context.create_server_context(site, bind=self.bind, transports=["udp6"])
         loop = self.loop
 
         def on_event(ev: GatewayEvent) -> None:

@@ -244,7 +244,8 @@ class Endpoint:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.ctx = await aiocoap.Context.create_server_context(self.tree, bind=(self.bind_host, 0))
+        # UDP only (LwM2M's "U" binding); see CoapServer.start.
+        self.ctx = await aiocoap.Context.create_server_context(self.tree, bind=(self.bind_host, 0), transports=["udp6"])
         self._task = asyncio.create_task(self._registration_loop(), name=f"lwm2m-{self.name}")
 
     async def stop(self, deregister: bool = True) -> None:
