@@ -97,6 +97,10 @@ def test_lifecycle_over_coap(sidecar):
     try:
         run_lifecycle(sidecar, fleet)
         assert max(s["round_msg_max"] for s in fleet.status().values()) <= 200
+        # An honest run leaves no tracebacks, and aiocoap never had to correct a notification: one
+        # Message object shared by several observers once broke CON retransmissions (KeyError).
+        log = sidecar.log_path.read_text(errors="replace")
+        assert "Traceback" not in log and "Message ID set on to-be-sent message" not in log, sidecar.tail(60)
     finally:
         fleet.stop()
 

@@ -140,11 +140,14 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
         # aiocoap keeps only the newest pending notification per observer (RFC 7641 allows that), so
         # a reading right after a Start could hide the Start. Every notification therefore also names
         # the group's latest coordinator message; a member that missed it fetches it.
-        payload = _cbor([ev.id, item, self._last_ref.get(ev.group_id)])
+        payload = cbor2.dumps([ev.id, item, self._last_ref.get(ev.group_id)], canonical=True)
         for key, observers in list(self._observers.items()):
             if key[0] == ev.group_id:
                 for obs in list(observers):
-                    obs.trigger(payload)
+                    # A Message per observer: aiocoap stamps the remote, token and message ID onto
+                    # the object it sends, and a shared one made the retransmission of one CON
+                    # notification look up another observer's exchange (KeyError, no retransmit).
+                    obs.trigger(aiocoap.Message(code=Code.CONTENT, payload=payload, content_format=CBOR))
 
     # --- requests ---------------------------------------------------------------------------
 
