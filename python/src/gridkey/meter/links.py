@@ -145,7 +145,9 @@ class CoapLink:
     async def _req(self, code: Code, path: str, payload: bytes = b"", query: str = "") -> aiocoap.Message:
         if code == Code.GET:
             return await self._get(path, query)
-        return await self._exchange(self._message(code, path, payload, query), blockwise=True)
+        # aiocoap's block-wise wrapper (and the repr of the request it formats for a task name) only
+        # for bodies that need Block1; round messages are ~150 bytes.
+        return await self._exchange(self._message(code, path, payload, query), blockwise=len(payload) > 1024)
 
     async def _exchange(self, msg: aiocoap.Message, *, blockwise: bool) -> aiocoap.Message:
         assert self.ctx is not None, "open() the link first"
