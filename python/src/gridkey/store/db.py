@@ -68,8 +68,15 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction that sees one snapshot: several SELECTs (a group, its members and its
+        latest epoch) must not straddle another replica's commit. SQLite's WAL transactions already
+        do; PostgreSQL's default READ COMMITTED takes a new snapshot per statement, so reads run at
+        REPEATABLE READ (which never fails a transaction that only reads)."""
+        with self.engine.connect() as conn:
+            if self.is_postgres:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def locked(self, stmt: Select) -> Select:
         """``SELECT … FOR NO KEY UPDATE`` on PostgreSQL (SQLite already holds the write lock).
