@@ -20,17 +20,17 @@ module-scoped fixture, so the file fits its time budget; the tests then check wh
   verifies;
 - **healing**: after the attack one rekey brings every meter back into the group's newest epoch;
 - **liveness under attack**: every rekey commits a new epoch within a generous timeout (sessions
-  may abort and restart, members may be excluded and rejoin) - required in the moderate scenario,
-  recorded under heavy loss;
+  may abort and restart, members may be excluded and rejoin) - required in both scenarios;
 - **the attack happened**: the proxy's drop / tamper / replay / inject counters are non-zero (in
   both directions in the moderate scenario), so the tests cannot pass vacuously.
 
-Fault rates. With 8-10 % loss per direction a five-member session often does not finish inside
-the gateway's deadline (see ``LIVENESS_NOTE``), so the "moderate" profile uses 2 % loss, every
-other attack at higher rates and a low client-to-server tamper rate (a tampered round message is,
-for liveness, a lost one until the agent's stall check re-sends it), with a 6 s session deadline; the "heavy loss"
-profile has 10 % loss, fewer active attacks, one rekey and the gateway's default 10 s deadline; its
-liveness under attack is recorded, not required (an xfail names the cause when it misses).
+Fault rates. The "moderate" profile uses 2 % loss, every other attack at higher rates and a low
+client-to-server tamper rate (a tampered round message is, for liveness, a lost one until the
+agent's stall check re-sends it), with a 6 s session deadline. The "heavy loss" profile has 10 %
+loss each way, fewer active attacks, two rekeys and the gateway's defaults: a 10 s deadline that
+doubles on every restart of the same epoch (up to 60 s). With a fixed 10 s deadline such a session
+often missed it again and again (see ``LIVENESS_NOTE``); with the doubling, rekeys took 14-29 s,
+50-59 s when a first attempt timed out (six runs while tuning), so the per-rekey limit is 90 s.
 
 Two targeted forgeries run beside the scenarios: ``test_forged_forbidden_does_not_disable_a_meter``
 (a 4.03 with a token read off the wire) guards the fix of an agent bug this file found, and
@@ -69,11 +69,11 @@ FLEET_CALL_S = 20.0  # bound on any call into the fleet's event loop
 SCENARIO_BUDGET_S = 150.0  # hard stop for a whole scenario thread
 
 LIVENESS_NOTE = (
-    "Product behaviour measured while tuning: with 8-10% loss each way (plus a few % tamper) a rekey of 5 "
-    "meters often needs > 60 s: aiocoap serialises each meter's exchanges (NSTART=1), one lost datagram "
-    "costs 2-3 s (ACK_TIMEOUT) with exponential backoff, the agent's catch-up GETs share that queue with "
-    "its round POSTs, a round POST refused after in-transit corruption is only re-sent by the stall check, "
-    "and the session deadline covers all three rounds."
+    "Why lossy links are slow: with 8-10% loss each way (plus a few % tamper) a rekey of 5 meters takes "
+    "tens of seconds: aiocoap serialises each meter's exchanges (NSTART=1), one lost datagram costs 2-3 s "
+    "(ACK_TIMEOUT) with exponential backoff, the agent's catch-up GETs share that queue with its round "
+    "POSTs, a round POST refused after in-transit corruption is only re-sent by the stall check, and the "
+    "session deadline covers all three rounds - hence the deadline doubling on every restart."
 )
 
 WATCHDOG_BUG = (
@@ -153,10 +153,9 @@ SCENARIOS = [
         "heavy-loss",
         c2s=Faults(drop=0.10, duplicate=0.05, delay=0.10, tamper=0.005, replay=0.05, inject_per_s=1.0),
         s2c=Faults(drop=0.10, duplicate=0.05, delay=0.10, tamper=0.03, replay=0.05, inject_per_s=1.0),
-        rekeys=1,
+        rekeys=2,
         seed=11,
-        rekey_timeout_s=40.0,
-        must_progress=False,  # safety is the point here; the product does not reliably progress at 10 % loss
+        rekey_timeout_s=90.0,  # the default deadline doubling: 10 s, then 20 s, then 40 s
         per_direction=False,  # one short rekey: a 0.5 % c2s tamper rate may not fire
     ),
 ]
@@ -489,6 +488,7 @@ def test_rekeys_complete_under_attack(scenarios: dict[str, Scenario], name: str)
         pytest.xfail(f"{LIVENESS_NOTE} ({s.liveness_error[:200]})")
     assert s.liveness_error is None, f"{s.liveness_error}\n{LIVENESS_NOTE}\n{s.log_tail}"
     assert len(s.rekey_s) == s.rekeys
+    print(f"[{name}] rekey seconds under attack: {s.rekey_s}")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -133,6 +133,8 @@ def test_timeout_excludes_silent_members_then_rejoin(env):
     pump(online={"a", "b"})
     clock.now += 5001
     gw.tick()  # deadline: abort, exclude c, restart epoch 1 without it
+    retry = gw.get_group("g")["session"]
+    assert retry["attempt"] == 1 and retry["deadline"] - retry["started_at"] == 10_000  # a restart gets twice as long
     pump(online={"a", "b"})
     g = gw.get_group("g")
     assert g["epoch"] == 1 and g["epoch_members"] == ["a", "b"]
@@ -225,3 +227,13 @@ def test_members_receive_keys_the_coordinator_never_sees(env):
         )
     for secret in (keys.aead_key, keys.base_iv, keys.exporter_secret):
         assert secret not in blob
+
+
+def test_restart_deadlines_double_up_to_the_cap():
+    """Each restart for the same epoch doubles the deadline (lossy links), never beyond the cap, and
+    a cap below the base deadline never shortens it."""
+    c = GatewayConfig(session_timeout_ms=10_000, max_session_timeout_ms=60_000)
+    assert [c.session_timeout(a) for a in range(6)] == [10_000, 20_000, 40_000, 60_000, 60_000, 60_000]
+    assert c.session_timeout(10**6) == 60_000
+    low = GatewayConfig(session_timeout_ms=10_000, max_session_timeout_ms=1_000)
+    assert [low.session_timeout(a) for a in range(3)] == [10_000, 10_000, 10_000]

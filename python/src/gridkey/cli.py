@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--suite", choices=["GK1", "GK2"], default="GK1", help="default suite for new groups")
     serve.add_argument("--mode", choices=["e2e", "attested"], default="e2e", help="default verification mode")
     serve.add_argument("--session-timeout-ms", type=int, default=10_000, help="negotiation deadline (default 10000)")
+    serve.add_argument(
+        "--max-session-timeout-ms",
+        type=int,
+        default=60_000,
+        help="each restart of a negotiation doubles its deadline, up to this (default 60000; lossy links)",
+    )
     serve.add_argument("--join-window-ms", type=int, default=300, help="batch joins within this window (default 300)")
     serve.add_argument("--jwks-url", help="verify API tokens with this JWKS (e.g. your OIDC provider)")
     serve.add_argument("--issuer", default="gridkey", help="expected token issuer (default gridkey)")

@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     config = GatewayConfig(
         session_timeout_ms=args.session_timeout_ms,
+        max_session_timeout_ms=args.max_session_timeout_ms,
         join_window_ms=args.join_window_ms,
         default_suite=args.suite,
         default_mode=1 if args.mode == "attested" else 0,

@@ -811,7 +811,7 @@ class Gateway:
             members=members,
             now=now,
             mode=Mode(g.mode),
-            timeout_ms=self.config.session_timeout_ms,
+            timeout_ms=self.config.session_timeout(attempt),
             attempt=attempt,
             rng=self.rng,
         )

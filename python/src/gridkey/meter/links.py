@@ -32,6 +32,18 @@ def _loads(data: bytes) -> Any:
         raise LinkError(502, f"malformed reply from the gateway: {type(exc).__name__}") from None
 
 
+def _group_ids(info: Any) -> list[str]:
+    """The group ids of a meter resource ``{"groups": [{"group_id": ...}, ...], ...}``; any other
+    shape (a forged reply: plain CoAP is unauthenticated) is a LinkError, not a crash."""
+    groups = info.get("groups", []) if isinstance(info, dict) else None
+    well_formed = isinstance(groups, list) and all(
+        isinstance(g, dict) and isinstance(g.get("group_id"), str) for g in groups
+    )
+    if not well_formed:
+        raise LinkError(502, "malformed meter resource from the gateway")
+    return [g["group_id"] for g in groups]
+
+
 class LinkError(Exception):
     """The gateway refused a request (4.xx) or could not be reached."""
 
@@ -203,7 +215,7 @@ class CoapLink:
 
     async def meter_groups(self, meter_id: str) -> list[str]:
         info = await self._cbor(f"meters/{meter_id}")
-        return [g["group_id"] for g in info.get("groups", [])]
+        return _group_ids(info)
 
     async def certs(self, group_id: str) -> list[tuple[str, str, bytes]]:
         return [tuple(c) for c in await self._cbor(f"groups/{group_id}/certs")]
@@ -238,7 +250,7 @@ class CoapLink:
     async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
         """Observe the meter resource; yields its group ids now and whenever they change."""
         async for info in self._observe(f"meters/{meter_id}"):
-            yield [g["group_id"] for g in info.get("groups", [])]
+            yield _group_ids(info)
 
     async def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]:
         """Observe the member resource; yields (event id, item). Ends (LinkError) when refused.
