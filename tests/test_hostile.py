@@ -29,8 +29,8 @@ client-to-server tamper rate (a tampered round message is, for liveness, a lost 
 agent's stall check re-sends it), with a 6 s session deadline. The "heavy loss" profile has 10 %
 loss each way, fewer active attacks, two rekeys and the gateway's defaults: a 10 s deadline that
 doubles on every restart of the same epoch (up to 60 s). With a fixed 10 s deadline such a session
-often missed it again and again (see ``LIVENESS_NOTE``); with the doubling, rekeys took 14-29 s,
-50-59 s when a first attempt timed out (six runs while tuning), so the per-rekey limit is 90 s.
+often missed it again and again (see ``LIVENESS_NOTE``); with the doubling, rekeys took 18-26 s,
+56-58 s when the first attempt timed out (six rekeys while tuning), so the per-rekey limit is 90 s.
 
 Two targeted forgeries run beside the scenarios: ``test_forged_forbidden_does_not_disable_a_meter``
 (a 4.03 with a token read off the wire) guards the fix of an agent bug this file found, and
