@@ -48,6 +48,29 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def cancel_all(tasks: list[asyncio.Task], timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
+    """Cancel ``tasks`` (a list the tasks themselves may still append to) until all are done.
+
+    Cancelling once and gathering is not enough: a task may spawn another just before its
+    cancellation lands, and on Python 3.11 ``asyncio.wait_for`` swallows a cancellation that
+    arrives as its inner future completes, so a loop can survive a cancel() and keep running.
+    Cancels again every 0.1 s; returns the names of tasks still running after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = [t for t in tasks if not t.done()]
+        if not pending or time.monotonic() > deadline:
+            break
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved: no "exception was never retrieved" noise at exit
+    stuck = [t.get_name() for t in tasks if not t.done()]
+    tasks.clear()
+    return stuck
+
+
 @dataclass
 class GroupView:
     """What one meter knows about one of its groups (metadata only; keys stay in ``member``)."""
@@ -128,15 +151,11 @@ class MeterAgent:
         self._spawn(self._discover_loop(), f"{self.meter_id}-discover")
 
     async def stop(self) -> None:
-        """Cancel every task, including any a running task spawns (a group discovered just now) before
-        its cancellation lands, then close the link; awaiting a snapshot of the list would wait
-        forever on such a late, never-cancelled loop."""
+        """Cancel every task, then close the link (see :func:`cancel_all` for why not just gather)."""
         self._stopping = True
-        while self._tasks:
-            tasks, self._tasks = self._tasks, []
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        stuck = await cancel_all(self._tasks)
+        if stuck:
+            log.warning("%s: %d task(s) ignored cancellation: %s", self.meter_id, len(stuck), stuck)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.link.close(), STOP_TIMEOUT_S)
 

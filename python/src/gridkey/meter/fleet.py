@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..crypto.signatures import SigningKey
-from .agent import MeterAgent
+from .agent import MeterAgent, cancel_all
 from .links import CoapLink, HttpLink, Link
 
 
@@ -100,9 +100,7 @@ class Fleet:
             self._tasks.append(asyncio.create_task(self._write_status()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         if self.status_file is not None:
             self.write_status()
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)

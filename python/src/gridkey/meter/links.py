@@ -96,6 +96,12 @@ def coap_wire_bytes(msg: aiocoap.Message) -> int:
     return blocks * (head + (1 if msg.payload else 0)) + len(msg.payload)
 
 
+def _shielded(fut: asyncio.Future) -> asyncio.Future:
+    """``fut`` protected from our timeouts' cancellation; its late outcome is retrieved, not logged."""
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return asyncio.shield(fut)
+
+
 async def _shutdown_quietly(ctx: aiocoap.Context) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ctx.shutdown(), REQUEST_TIMEOUT_S)
@@ -165,7 +171,10 @@ class CoapLink:
         assert self.ctx is not None, "open() the link first"
         ctx = self.ctx
         try:
-            resp = await asyncio.wait_for(ctx.request(msg, handle_blockwise=blockwise).response, REQUEST_TIMEOUT_S)
+            # shield: aiocoap 0.4.17 does not expect its response future to be cancelled and raises
+            # InvalidStateError into its receive path when the answer arrives after our timeout.
+            response = ctx.request(msg, handle_blockwise=blockwise).response
+            resp = await asyncio.wait_for(_shielded(response), REQUEST_TIMEOUT_S)
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
             await self._reopen(ctx)
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
@@ -269,7 +278,7 @@ class CoapLink:
         assert self.ctx is not None
         pr = self.ctx.request(self._message(Code.GET, path, observe=0))
         try:
-            first = await asyncio.wait_for(pr.response, REQUEST_TIMEOUT_S)
+            first = await asyncio.wait_for(_shielded(pr.response), REQUEST_TIMEOUT_S)  # see _exchange
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
             raise LinkError(503, f"gateway unreachable: {type(exc).__name__}") from None
         if not first.code.is_successful():
