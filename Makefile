@@ -42,14 +42,13 @@ test-python: install
 
 # Cross-component tests only (real sidecar processes, PostgreSQL, ...).
 test-cross: install system-deps leshan-jar
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 GRIDKEY_REQUIRE_CHROMIUM=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
+	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
 
 # Everything: lint, then unit + property + cross-component tests in one pytest run.
-# GRIDKEY_REQUIRE_POSTGRES: a missing PostgreSQL fails the PostgreSQL tests instead of skipping them.
-# GRIDKEY_REQUIRE_LESHAN: likewise for a missing Leshan jar or Java 17 (the tests themselves never download).
-# GRIDKEY_REQUIRE_CHROMIUM: likewise for a missing chromium/chromedriver or selenium (the Leshan web UI test).
+# No test skips: a missing PostgreSQL, Leshan jar / Java 17 or Chromium fails with the command that fixes it
+# (system-deps and leshan-jar install them first; the tests themselves never download).
 test: install lint system-deps leshan-jar
-	cd python && GRIDKEY_REQUIRE_POSTGRES=1 GRIDKEY_REQUIRE_LESHAN=1 GRIDKEY_REQUIRE_CHROMIUM=1 ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
+	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
 
 demo: install
 	$(VENV)/bin/gridkey demo $(ARGS)

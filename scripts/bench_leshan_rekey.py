@@ -26,14 +26,10 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
 
 import leshan  # noqa: E402  (scripts/leshan.py)
 
+from gridkey.bench.e2e import p95  # noqa: E402
 from helpers import FleetRunner, SidecarProc, wait_for  # noqa: E402  (tests/helpers.py)
 
 GROUP = "bench-lwm2m"
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[round(0.95 * (len(ordered) - 1))]
 
 
 def run(meters: int, rekeys: int) -> dict:

@@ -6,9 +6,8 @@
 ``leshan_jar`` is the cached jar, for tests that need a server of their own (other models).
 
 The fixtures never download: tests must not need the internet. ``make test`` fetches the jar first
-(``make leshan-jar``). Without the jar or a Java 17 runtime the tests are skipped with the command
-that fixes it, unless ``GRIDKEY_REQUIRE_LESHAN`` is set (``make test`` sets it), which turns the skip
-into a failure so a missing prerequisite can never pass silently.
+(``make leshan-jar``). Without the jar or a Java 17 runtime the tests fail with the command that
+fixes it; they are never skipped, so a missing prerequisite cannot pass silently.
 
 The implementation lives in ``scripts/leshan.py`` (standard library only, also a CLI for humans);
 it is loaded here by path because ``scripts/`` is not a package.
@@ -17,7 +16,6 @@ it is loaded here by path because ``scripts/`` is not a package.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,9 +46,7 @@ LeshanUnavailable = leshan_script.LeshanUnavailable
 
 
 def _unavailable(exc: Exception) -> NoReturn:
-    if os.environ.get("GRIDKEY_REQUIRE_LESHAN", "") not in ("", "0"):
-        pytest.fail(f"Leshan is required (GRIDKEY_REQUIRE_LESHAN) but unavailable: {exc}", pytrace=False)
-    pytest.skip(f"Leshan unavailable: {exc}")
+    pytest.fail(f"Leshan is unavailable: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ agent's stall check re-sends it), with a 6 s session deadline. The "heavy loss" 
 loss each way, fewer active attacks, two rekeys and the gateway's defaults: a 10 s deadline that
 doubles on every restart of the same epoch (up to 60 s). With a fixed 10 s deadline such a session
 often missed it again and again (see ``LIVENESS_NOTE``); with the doubling, rekeys took 18-26 s,
-56-58 s when the first attempt timed out (six rekeys while tuning), so the per-rekey limit is 90 s.
+56-58 s when the first attempt timed out (six rekeys while tuning); under the full suite's load a
+rekey once needed a fourth attempt (> 90 s), so the per-rekey limit covers four: 150 s.
 
 Two targeted forgeries run beside the scenarios: ``test_forged_forbidden_does_not_disable_a_meter``
 (a 4.03 with a token read off the wire) guards the fix of an agent bug this file found, and
@@ -95,7 +96,6 @@ class Scenario:
     seed: int
     session_timeout_ms: int = 10_000  # the gateway's default deadline for a whole negotiation
     rekey_timeout_s: float = 45.0  # per rekey under attack: several aborted and restarted sessions fit
-    must_progress: bool = True  # liveness under attack is required (else recorded, and the test xfails)
     per_direction: bool = True  # every attack in each direction (else: in at least one direction)
     rekey_s: list[float] = field(default_factory=list)
     liveness_error: str | None = None
@@ -155,7 +155,7 @@ SCENARIOS = [
         s2c=Faults(drop=0.10, duplicate=0.05, delay=0.10, tamper=0.03, replay=0.05, inject_per_s=1.0),
         rekeys=2,
         seed=11,
-        rekey_timeout_s=90.0,  # the default deadline doubling: 10 s, then 20 s, then 40 s
+        rekey_timeout_s=150.0,  # four attempts at the doubling deadlines take 10 + 20 + 40 + 60 = 130 s
         per_direction=False,  # one short rekey: a 0.5 % c2s tamper rate may not fire
     ),
 ]
@@ -481,11 +481,8 @@ def test_the_group_heals_after_the_attack(scenarios: dict[str, Scenario], name: 
 @pytest.mark.parametrize("name", NAMES)
 def test_rekeys_complete_under_attack(scenarios: dict[str, Scenario], name: str) -> None:
     """Liveness under attack: every rekey committed a new epoch within the scenario's timeout (sessions
-    may abort and restart, members may be excluded and rejoin). Required for the moderate scenario;
-    under heavy loss a miss is reported as an expected failure with the measured cause."""
+    may abort and restart, members may be excluded and rejoin), in every scenario."""
     s = finished(scenarios, name)
-    if s.liveness_error is not None and not s.must_progress:
-        pytest.xfail(f"{LIVENESS_NOTE} ({s.liveness_error[:200]})")
     assert s.liveness_error is None, f"{s.liveness_error}\n{LIVENESS_NOTE}\n{s.log_tail}"
     assert len(s.rekey_s) == s.rekeys
     print(f"[{name}] rekey seconds under attack: {s.rekey_s}")

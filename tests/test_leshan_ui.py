@@ -11,8 +11,7 @@ even when the test fails, showing where it got stuck) and its path is recorded a
 
 Browser: Debian's ``chromium`` and ``chromium-driver`` (``scripts/install-system-deps.sh``), driven
 through an explicit ``Service`` path so Selenium Manager never tries to download anything. Without
-them the test is skipped with the command that fixes it, unless ``GRIDKEY_REQUIRE_CHROMIUM`` is set
-(``make test`` sets it), which turns the skip into a failure.
+them the test fails with the command that fixes it (it is never skipped).
 """
 
 from __future__ import annotations
@@ -65,9 +64,7 @@ else:
 
 
 def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("GRIDKEY_REQUIRE_CHROMIUM", "") not in ("", "0"):
-        pytest.fail(f"a headless Chromium is required (GRIDKEY_REQUIRE_CHROMIUM) but {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.fail(f"a headless Chromium is required but {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

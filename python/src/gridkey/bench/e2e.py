@@ -77,7 +77,7 @@ def _per_rekey_ms(before: tuple[float, float], after: tuple[float, float], rekey
     return tuple(round((a - b) * 1000 / rekeys, 1) for a, b in zip(after, before, strict=True))  # type: ignore[return-value]
 
 
-def _p95(values: list[float]) -> float:
+def p95(values: list[float]) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
 
@@ -184,7 +184,7 @@ async def bench_gridkey(n: int, mode: str, rekeys: int, progress) -> Row:
             n,
             agree,
             round(statistics.median(latencies), 2),
-            round(_p95(latencies), 2),
+            round(p95(latencies), 2),
             round((after - before) / (rekeys * n)),
             rekeys,
             *cpu,
@@ -278,7 +278,7 @@ async def bench_central(n: int, rekeys: int, progress) -> Row:
             n,
             agree,
             round(statistics.median(latencies), 2),
-            round(_p95(latencies), 2),
+            round(p95(latencies), 2),
             round((state["bytes"] - before) / (rekeys * n)),
             rekeys,
             *cpu,

@@ -381,7 +381,7 @@ class Endpoint:
             if rdef.id not in values or not rdef.operations.readable:
                 continue
             v = values[rdef.id]
-            rtype = codecs.RType(rdef.type.value)
+            rtype = rdef.type
             if rdef.multiple:
                 resources.append(codecs.MultiResource(rdef.id, rtype, v))
             else:

@@ -187,9 +187,7 @@ def _rtype(value: object) -> RType:
 
 
 @dataclass(frozen=True)
-class Resource:
-    """A single-instance resource ``/o/i/r`` and its value."""
-
+class _TypedValue:
     id: int
     type: RType
     value: Value
@@ -199,15 +197,13 @@ class Resource:
 
 
 @dataclass(frozen=True)
-class ResourceInstance:
+class Resource(_TypedValue):
+    """A single-instance resource ``/o/i/r`` and its value."""
+
+
+@dataclass(frozen=True)
+class ResourceInstance(_TypedValue):
     """One instance ``/o/i/r/ri`` of a multiple resource, addressed on its own."""
-
-    id: int
-    type: RType
-    value: Value
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "type", _rtype(self.type))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from .codecs import RType as ResourceType  # one enum of LwM2M data types, shared with the codecs
+
 
 class Operations(StrEnum):
     """Access a server has to a resource (the DDF ``<Operations>`` element)."""
@@ -42,21 +44,6 @@ class Operations(StrEnum):
     @property
     def executable(self) -> bool:
         return self is Operations.E
-
-
-class ResourceType(StrEnum):
-    """Data type of a resource (the DDF ``<Type>`` element); executable resources have :attr:`NONE`."""
-
-    NONE = ""
-    STRING = "String"
-    INTEGER = "Integer"
-    UNSIGNED_INTEGER = "Unsigned Integer"
-    FLOAT = "Float"
-    BOOLEAN = "Boolean"
-    OPAQUE = "Opaque"
-    TIME = "Time"
-    OBJLNK = "Objlnk"
-    CORELNK = "Corelnk"
 
 
 @dataclass(frozen=True)
