@@ -36,6 +36,14 @@ def run_lifecycle(sidecar, fleet: FleetRunner) -> None:
     sidecar.api("POST", f"/v1/groups/{GROUP}/commands", json={"command": {"shed": 5}})
     wait_for("command 1 everywhere", lambda: all(s["commands_received"] == 1 for s in fleet.status().values()))
 
+    # a reading: the gateway relays what it cannot read; the sidecar's controller (a member, so a
+    # key holder) decrypted it, and the readings API joins the two views by the message digest
+    sent = {"meter": m[0], "kWh": 0.42, "ts": 1}
+    out = fleet.loop.run(fleet.agent(m[0]).send_reading(GROUP, sent))
+    got = sidecar.api("GET", f"/v1/groups/{GROUP}/readings/{out['id']}", params={"wait": 5})
+    assert got["value_status"] == "decrypted" and got["value"] == sent
+    assert (got["sender"], got["epoch"], got["key_id"]) == (m[0], 2, k2)
+
     # leave
     leaver = m[1]
     sidecar.api("DELETE", f"/v1/groups/{GROUP}/members/{leaver}")

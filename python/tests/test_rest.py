@@ -33,9 +33,10 @@ from gridkey.crypto.suite import get_suite
 from gridkey.datadir import DataDir
 from gridkey.gateway import Gateway, Invalid
 from gridkey.gateway.batcher import Batcher
+from gridkey.meter.delivered import DeliveredReadings
 from gridkey.protocol.directory import KeyDirectory
 from gridkey.protocol.events import KeyEstablished, Send
-from gridkey.protocol.groupdata import GroupChannel
+from gridkey.protocol.groupdata import ContentType, GroupChannel
 from gridkey.protocol.member import GroupMember, MemberIdentity
 from gridkey.protocol.requests import MeterRequest
 from gridkey.store import Store
@@ -215,6 +216,8 @@ def test_group_endpoints(world, client):
 
     r = client.post("/v1/groups/grp-a/rekey", headers=h)
     assert r.status_code == 202 and r.get_json()["group_id"] == "grp-a"
+    # epoch 1 is still being negotiated (with its roster from before): the rekey is epoch 2
+    assert r.get_json()["epoch"] == 0 and r.get_json()["target_epoch"] == 2
     assert client.get("/v1/groups/grp-a/epochs?limit=5", headers=h).get_json() == []
 
     r = client.get("/v1/meters/meter-1/groups")
@@ -393,6 +396,8 @@ def test_bad_tokens_get_401(world, client, kind):
         ("GET", "/v1/audit", "audit:read"),
         ("GET", "/v1/audit/verify", "audit:read"),
         ("GET", "/v1/events", "read"),
+        ("GET", "/v1/groups/g/readings", "readings:read"),
+        ("GET", "/v1/groups/g/readings/1", "readings:read"),
     ],
 )
 def test_missing_scope_gets_403_naming_it(world, client, method, path, scope):
@@ -458,6 +463,22 @@ class HttpMeter:
         return len(body["items"])
 
 
+def negotiate(world: World, http: httpx.Client, group_id: str, ids: list[str]) -> list[HttpMeter]:
+    """Create a group over REST and drive its first negotiation with meters over HTTP."""
+    ops = {"Authorization": f"Bearer {world.token()}"}
+    assert http.post("/v1/groups", json={"group_id": group_id, "members": ids}, headers=ops).status_code == 201
+    session = cbor2.loads(http.get(f"/v1/groups/{group_id}/session").content)
+    assert len(session) == 1 and session[0] == http.get(f"/v1/groups/{group_id}/session/start").content
+    meters = [HttpMeter(world, http, m, group_id) for m in ids]
+    deadline = time.monotonic() + 20
+    while any(m.keys is None for m in meters):
+        assert time.monotonic() < deadline, "negotiation did not finish"
+        for m in meters:
+            m.step()
+    assert len({m.keys.key_id for m in meters}) == 1
+    return meters
+
+
 def test_negotiation_and_group_data_over_http(world, live):
     for m in ("meter-1", "meter-2", "meter-3"):
         world.meter(m, enroll=m != "meter-3")
@@ -475,17 +496,7 @@ def test_negotiation_and_group_data_over_http(world, live):
 
         ops = {"Authorization": f"Bearer {world.token()}"}
         ids = ["meter-1", "meter-2", "meter-3"]
-        assert http.post("/v1/groups", json={"group_id": "grp-h", "members": ids}, headers=ops).status_code == 201
-        session = cbor2.loads(http.get("/v1/groups/grp-h/session").content)
-        assert len(session) == 1 and session[0] == http.get("/v1/groups/grp-h/session/start").content
-
-        meters = [HttpMeter(world, http, m, "grp-h") for m in ids]
-        deadline = time.monotonic() + 20
-        while any(m.keys is None for m in meters):
-            assert time.monotonic() < deadline, "negotiation did not finish"
-            for m in meters:
-                m.step()
-        assert len({m.keys.key_id for m in meters}) == 1
+        meters = negotiate(world, http, "grp-h", ids)
         assert all(s == 204 for m in meters for s in m.round_statuses)
         epochs = http.get("/v1/groups/grp-h/epochs", headers=ops).json()
         assert [e["epoch"] for e in epochs] == [1] and epochs[0]["key_id"] == meters[0].keys.key_id.hex()
@@ -515,6 +526,74 @@ def test_negotiation_and_group_data_over_http(world, live):
         assert http.get("/v1/meters/meter-3/groups/grp-h/inbox").status_code == 403
         metrics = http.get("/metrics").text
         assert "gridkey_epochs_committed_total 1.0" in metrics
+
+
+def test_readings_join_relayed_metadata_and_controller_values(tmp_path):
+    """What the gateway relayed (public) and what a sidecar-hosted member decrypted, by digest."""
+    delivered = DeliveredReadings()
+    w = make_world(tmp_path, reading_values=delivered.get)
+    handle = run_in_thread(w.app, "127.0.0.1", 0, threads=8)
+    try:
+        for m in ("meter-1", "meter-2"):
+            w.meter(m)
+        with httpx.Client(base_url=handle.url, timeout=10) as http:
+            meters = negotiate(w, http, "grp-r", ["meter-1", "meter-2"])
+            ch = GroupChannel(get_suite("GK1"), meters[0].keys, "meter-1")
+            sent = {"kWh": 0.5}
+            msg = ch.seal(json.dumps(sent).encode())
+            rid = http.post("/v1/groups/grp-r/data", content=msg, headers={"content-type": "application/cose"}).json()
+            cmd = ch.seal(b"not a reading", ContentType.COMMAND)
+            cid = http.post("/v1/groups/grp-r/data", content=cmd, headers={"content-type": "application/cose"}).json()
+            h = w.auth("readings:read")
+
+            listed = http.get("/v1/groups/grp-r/readings", headers=h).json()
+            digest = hashlib.sha256(msg).hexdigest()
+            assert listed == [
+                {
+                    "id": rid["id"],
+                    "group_id": "grp-r",
+                    "sender": "meter-1",
+                    "epoch": 1,
+                    "key_id": meters[0].keys.key_id.hex(),
+                    "seq": 0,
+                    "size": len(msg),
+                    "digest": digest,
+                    "received_at": listed[0]["received_at"],
+                    "value_status": "not-delivered",
+                }
+            ]  # the command is not a reading, and nothing was decrypted yet
+            assert http.get("/v1/groups/grp-r/readings", params={"after": rid["id"]}, headers=h).json() == []
+
+            # the controller decrypts it while a request waits for it
+            threading.Timer(0.3, delivered.add, (digest, {"from": "meter-1", "epoch": 1, "value": sent})).start()
+            t0 = time.monotonic()
+            one = http.get(f"/v1/groups/grp-r/readings/{rid['id']}", params={"wait": 5}, headers=h).json()
+            assert one["value_status"] == "decrypted" and one["value"] == sent and time.monotonic() - t0 < 3
+            assert http.get("/v1/groups/grp-r/readings", headers=h).json()[0]["value"] == sent
+
+            assert_problem(http.get(f"/v1/groups/grp-r/readings/{cid['id']}", headers=h), 404)
+            assert_problem(http.get("/v1/groups/nope/readings", headers=h), 404)
+            assert_problem(http.get("/v1/groups/grp-r/readings/1", params={"wait": 11}, headers=h), 400)
+            assert_problem(http.get("/v1/groups/grp-r/readings/x", headers=h), 400)
+    finally:
+        delivered.close()
+        handle.close()
+        w.batcher.close()
+        w.store.dispose()
+
+
+def test_readings_without_a_controller_say_so(world, live):
+    for m in ("meter-1", "meter-2"):
+        world.meter(m)
+    with httpx.Client(base_url=live.url, timeout=10) as http:
+        meters = negotiate(world, http, "grp-n", ["meter-1", "meter-2"])
+        msg = GroupChannel(get_suite("GK1"), meters[1].keys, "meter-2").seal(b'{"kWh": 1}')
+        rid = http.post("/v1/groups/grp-n/data", content=msg, headers={"content-type": "application/cose"}).json()
+        h = world.auth("readings:read")
+        got = http.get(f"/v1/groups/grp-n/readings/{rid['id']}", params={"wait": 5}, headers=h)
+        assert got.status_code == 200 and got.elapsed.total_seconds() < 2  # nothing to wait for
+        body = got.json()
+        assert body["value_status"] == "no-controller" and "value" not in body and body["sender"] == "meter-2"
 
 
 # --- events and long polls ------------------------------------------------------------------
@@ -617,6 +696,25 @@ def test_server_sent_events_live_and_resumed(world, live):
     with httpx.Client(base_url=live.url, headers=h, timeout=10) as http:
         r = http.get("/v1/events", params={"after": started[0]}, headers={"Last-Event-ID": "x"})
         assert r.status_code == 400
+
+
+def test_event_stream_from_now_names_the_newest_event_first(world, live):
+    """`after=now` skips the history but tells the client where it starts (Last-Event-ID)."""
+    world.meter("meter-1")
+    world.meter("meter-2")
+    head = world.gw.latest_event_id()
+    assert head > 0
+    h = world.auth("read")
+    with httpx.Client(base_url=live.url, timeout=httpx.Timeout(10, read=10)) as http:
+        with http.stream("GET", "/v1/events", params={"after": "now"}, headers=h) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            assert next(lines).startswith("retry: ") and next(lines) == ""
+            assert (next(lines), next(lines)) == (f"id: {head}", "")  # no data: nothing dispatched
+            world.gw.create_group("grp-now", members=[], actor="test")
+            got = [next(lines) for _ in range(3)]
+            assert got[0] == f"id: {head + 1}" and got[1] == "event: group.created", got
+        assert_problem(http.get("/v1/events", params={"after": "later"}, headers=h), 400)
 
 
 def test_event_streams_are_bounded_and_keep_alive(tmp_path):
@@ -771,7 +869,7 @@ def test_schemathesis_finds_no_server_errors_and_changes_nothing(world, live, ca
     for op, mode, path_parameters in passes:
         fuzz(op, mode, path_parameters)
         ran += 1
-    assert ran > 30 and len(statuses) == 30  # every operation but the event stream
+    assert ran > 30 and len(statuses) == 32  # every operation but the event stream
     assert all(code < 500 for codes in statuses.values() for code in codes), statuses
     assert _store_digest(world.store) == before
     assert world.gw.verify_audit().ok

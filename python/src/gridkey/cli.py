@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", parents=[common], help="mint API tokens for small deployments")
     tok_sub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     ti = tok_sub.add_parser("issue", parents=[common], help="print a signed ES256 bearer token")
-    ti.add_argument("--scope", action="append", help="read, meters:write, groups:rekey, audit:read, commands:send")
+    ti.add_argument("--scope", action="append", help="a scope to grant, repeatable (default: all; operations.md §6)")
     ti.add_argument("--subject", default="operator", help="token subject (shows up as the audit actor)")
     ti.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     ti.add_argument("--issuer", default="gridkey")

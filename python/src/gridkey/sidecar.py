@@ -20,6 +20,7 @@ from .datadir import DataDir
 from .gateway import Conflict, Gateway, GatewayConfig
 from .gateway.batcher import Batcher
 from .meter.agent import MeterAgent
+from .meter.delivered import DeliveredReadings
 from .meter.links import CoapLink, LinkError
 from .store import Store
 from .transports.coap import CoapServer
@@ -52,6 +53,7 @@ class Sidecar:
         self.coap: CoapServer | None = None
         self.http = None
         self.controller: MeterAgent | None = None
+        self.delivered: DeliveredReadings | None = None  # what the controller decrypted (REST readings)
         self.lwm2m = None
         self._tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +106,13 @@ class Sidecar:
         else:
             pub = self.data.token_key().public_key.to_cryptography()
             verifier = TokenVerifier(public_key=pub, issuer=self.opts.token_issuer)
-        app = create_app(self.gateway, verifier=verifier, batcher=batcher, command_sender=self._command_sender())
+        app = create_app(
+            self.gateway,
+            verifier=verifier,
+            batcher=batcher,
+            command_sender=self._command_sender(),
+            reading_values=self.delivered.get if self.delivered is not None else None,
+        )
         host, port = self.opts.http
         self.http = run_in_thread(app, host, port, threads=self.opts.http_threads)
 
@@ -114,6 +122,7 @@ class Sidecar:
         from cryptography import x509
 
         member_id = str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+        self.delivered = DeliveredReadings()
         self.controller = MeterAgent(
             meter_id=member_id,
             signing_key=key,
@@ -121,6 +130,7 @@ class Sidecar:
             ca_cert=self.data.local_ca().certificate,
             link=CoapLink(self.coap_url),
             resync_s=5.0,
+            on_event=self.delivered.on_agent_event,
         )
         await self.controller.start()
 
@@ -164,6 +174,8 @@ class Sidecar:
             await self.lwm2m.stop()
         if self.controller is not None:
             await self.controller.stop()
+        if self.delivered is not None:
+            self.delivered.close()
         if self.http is not None:
             self.http.close()
         if self.coap is not None:

@@ -147,12 +147,12 @@ class Demo:
             wait_until("the sidecar to start", lambda: (self.dir / "ready.json").exists(), timeout=60)
         except DemoFailure:
             raise DemoFailure("the sidecar did not start:\n" + self.tail("sidecar")) from None
-        from ..transports.rest.auth import issue_token
+        from ..transports.rest.auth import SCOPES, issue_token
 
         token = issue_token(
             DataDir(Path(data)).token_key().to_pem(),
             subject="demo",
-            scopes=["read", "meters:write", "groups:rekey", "audit:read", "commands:send"],
+            scopes=list(SCOPES),
             ttl_s=3600,
         )
         self.http = httpx.Client(

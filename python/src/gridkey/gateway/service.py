@@ -630,14 +630,22 @@ class Gateway:
 
     @retrying
     def request_rekey(self, group_id: str, *, actor: str, trigger: str = "manual") -> dict:
+        """The group after the request, with ``target_epoch``: the first epoch negotiated after it.
+
+        A negotiation already under way keeps its roster and ephemerals from before the request,
+        so the rekey waits for the next epoch; a caller that needs fresh keys (a tamper alarm)
+        waits for ``epoch.committed`` with ``epoch >= target_epoch``.
+        """
         now = self.clock()
         with self._tx() as tx:
-            self._group_row(tx, group_id)
+            g = self._group_row(tx, group_id)
+            live = self._live_session(tx.conn, group_id)
+            target = (live.epoch if live is not None else g.current_epoch) + 1
             self._change(tx, group_id, trigger, None, now)
             self._audit(tx, actor, "group.rekey", group_id, trigger=trigger)
-            self._emit(tx, "rekey.requested", group_id=group_id, trigger=trigger)
+            self._emit(tx, "rekey.requested", group_id=group_id, trigger=trigger, target_epoch=target)
             self._maybe_start(tx, group_id, now, force=True)
-        return self.get_group(group_id)
+        return {**self.get_group(group_id), "target_epoch": target}
 
     @retrying
     def rejoin_signed(self, group_id: str, request: bytes) -> dict:
@@ -1333,6 +1341,55 @@ class Gateway:
             }
             for r in rows
         ]
+
+    def readings(self, group_id: str, *, after: int = 0, limit: int = 200, reading_id: int | None = None) -> list[dict]:
+        """Public metadata of relayed readings (never their plaintext: the gateway cannot read them).
+
+        ``digest`` (hex SHA-256 of the message) lets a key holder that hosts a member match what
+        it decrypted; epoch and sequence number are what the message itself says.
+        """
+        _check_id(group_id, "group id")
+        after, limit = max(0, int(after)), _clamp(limit)
+        cond = [group_data.c.group_id == group_id, group_data.c.content_type == int(groupdata.ContentType.READING)]
+        cond.append(group_data.c.id == reading_id if reading_id is not None else group_data.c.id > after)
+        with self.store.read() as conn:
+            if not conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first():
+                raise NotFound(f"no group {group_id}")
+            rows = conn.execute(
+                select(group_data, epochs.c.epoch)
+                .select_from(
+                    group_data.outerjoin(
+                        epochs, and_(epochs.c.group_id == group_data.c.group_id, epochs.c.key_id == group_data.c.key_id)
+                    )
+                )
+                .where(and_(*cond))
+                .order_by(group_data.c.id)
+                .limit(limit)
+            ).all()
+        out = []
+        for r in rows:
+            _, _, seq, _, _ = groupdata.parse_data_message(r.data)  # checked when it was relayed
+            out.append(
+                {
+                    "id": r.id,
+                    "group_id": group_id,
+                    "sender": r.sender,
+                    "epoch": r.epoch,
+                    "key_id": r.key_id.hex(),
+                    "seq": seq,
+                    "size": len(r.data),
+                    "digest": r.digest.hex(),
+                    "received_at": r.received_at,
+                }
+            )
+        return out
+
+    def reading(self, group_id: str, reading_id: int) -> dict:
+        """One relayed reading's metadata (see :meth:`readings`); 404 when the group has no such reading."""
+        found = self.readings(group_id, reading_id=reading_id, limit=1)
+        if not found:
+            raise NotFound(f"no reading {reading_id} in group {group_id}")
+        return found[0]
 
     # --- what a meter receives ----------------------------------------------------------------
 

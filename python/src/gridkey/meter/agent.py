@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -462,11 +463,16 @@ class MeterAgent:
             self.stats.readings_received += 1
             try:
                 reading = json.loads(got.plaintext)
-                if isinstance(reading, dict):
-                    self.latest_readings[got.sender_id] = reading
             except ValueError:
-                pass
-            self.on_event("reading", {"group_id": group_id, "from": got.sender_id, "epoch": got.epoch})
+                reading = None
+            if isinstance(reading, dict):
+                self.latest_readings[got.sender_id] = reading
+            info = {"group_id": group_id, "from": got.sender_id, "epoch": got.epoch, "seq": got.seq}
+            # The digest names the relayed message (the gateway stores the same one), so whoever
+            # hosts this member can match what it decrypted to the gateway's public metadata.
+            info["digest"] = hashlib.sha256(data).hexdigest()
+            info["value"] = reading if reading is not None else {"hex": got.plaintext.hex()}
+            self.on_event("reading", info)
 
     async def _watchdog(self, group_id: str) -> None:
         """Stall and resync checks; survives anything a forged or garbled reply can cause."""

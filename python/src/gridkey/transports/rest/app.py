@@ -59,6 +59,9 @@ COSE = "application/cose"
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 CommandSender = Callable[[str, bytes], Any]
+# (message digest hex, seconds to wait) -> what the sidecar-hosted controller decrypted, or None
+ReadingValues = Callable[[str, float], dict[str, Any] | None]
+MAX_READING_WAIT_S = 10.0
 
 
 class RestState:
@@ -232,12 +235,14 @@ def create_app(
     verifier: TokenVerifier,
     batcher: Batcher,
     command_sender: CommandSender | None = None,
+    reading_values: ReadingValues | None = None,
     metrics_registry: CollectorRegistry | None = None,
     max_streams: int = 16,
     max_long_polls: int = 16,
     heartbeat_s: float = 15.0,
 ) -> Flask:
-    """Build the REST app. ``command_sender(group_id, payload)`` is the in-sidecar controller, if any.
+    """Build the REST app. ``command_sender(group_id, payload)`` is the in-sidecar controller, if any;
+    ``reading_values`` looks up what that controller decrypted (readings endpoints).
 
     Event streams and long polls each hold a server thread, so ``max_streams`` and
     ``max_long_polls`` must stay well below the WSGI server's thread count; over the stream limit a
@@ -410,6 +415,31 @@ def create_app(
         gateway.record_command(group_id, actor=actor(), epoch=out.get("epoch"), msg_id=out.get("id"), size=len(payload))
         return json_response(out, 202)
 
+    def with_value(reading: dict[str, Any], wait_s: float) -> dict[str, Any]:
+        """Add what the sidecar's controller decrypted (a key holder's view), if it hosts one."""
+        if reading_values is None:
+            return {**reading, "value_status": "no-controller"}
+        got = reading_values(reading["digest"], wait_s)
+        if got is None:  # not a member of that epoch, no key yet, or refused (forged, replayed)
+            return {**reading, "value_status": "not-delivered"}
+        return {**reading, "value_status": "decrypted", "value": got.get("value")}
+
+    @app.get("/v1/groups/<group_id>/readings")
+    @requires("readings:read")
+    def list_readings(group_id: str) -> Response:
+        after = query_int("after", 0, 0, 2**62)
+        limit = query_int("limit", 100, 1, MAX_LIMIT)
+        rows = gateway.readings(group_id, after=after, limit=limit)
+        return json_response([with_value(r, 0.0) for r in rows])
+
+    @app.get("/v1/groups/<group_id>/readings/<reading_id>")
+    @requires("readings:read")
+    def get_reading(group_id: str, reading_id: str) -> Response:
+        if not reading_id.isascii() or not reading_id.isdigit() or len(reading_id) > 18:
+            raise bad_request("reading id must be a non-negative integer")
+        wait_s = query_float("wait", 0.0, 0.0, MAX_READING_WAIT_S)
+        return json_response(with_value(gateway.reading(group_id, int(reading_id)), wait_s))
+
     # --- operator API: audit and events -----------------------------------------------------
 
     @app.get("/v1/audit")
@@ -435,6 +465,8 @@ def create_app(
                 raise bad_request("Last-Event-ID must be an event id") from None
             if not 0 <= after <= 2**62:
                 raise bad_request("Last-Event-ID must be an event id")
+        elif request.args.get("after") == "now":
+            after = None  # from the newest event on; the stream names it first
         else:
             after = query_int("after", 0, 0, 2**62)
         group_id = query_id("group")

@@ -21,7 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-SCOPES = ("read", "meters:write", "groups:rekey", "audit:read", "commands:send")
+SCOPES = ("read", "meters:write", "groups:rekey", "audit:read", "commands:send", "readings:read")
 ALGORITHM = "ES256"
 MAX_TOKEN_LEN = 8192  # a JWT bigger than this is not one we issued or would accept
 MAX_SUBJECT_LEN = 128

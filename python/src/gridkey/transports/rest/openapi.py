@@ -123,6 +123,53 @@ SCHEMAS: dict[str, Any] = {
             "session": {"oneOf": [_ref("Session"), {"type": "null"}]},
         },
     },
+    "RekeyAccepted": {
+        "allOf": [
+            _ref("Group"),
+            {
+                "type": "object",
+                "required": ["target_epoch"],
+                "properties": {
+                    "target_epoch": {
+                        "type": "integer",
+                        "description": (
+                            "the first epoch negotiated after this request (a negotiation already under way "
+                            "keeps its older roster): wait for `epoch.committed` with `epoch >= target_epoch`"
+                        ),
+                    }
+                },
+            },
+        ]
+    },
+    "Reading": {
+        "type": "object",
+        "description": (
+            "A relayed reading: the public metadata the gateway sees, plus `value` when this sidecar hosts a "
+            "controller that decrypted it (which makes the sidecar process a key holder)."
+        ),
+        "required": ["id", "group_id", "sender", "key_id", "seq", "size", "digest", "received_at", "value_status"],
+        "properties": {
+            "id": {"type": "integer"},
+            "group_id": _ID,
+            "sender": _ID,
+            "epoch": {"type": ["integer", "null"], "description": "the epoch of key_id (null once pruned)"},
+            "key_id": _HEX,
+            "seq": {"type": "integer", "description": "the sender's sequence number in that epoch"},
+            "size": {"type": "integer", "description": "bytes of the protected message"},
+            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the message"},
+            "received_at": _MS,
+            "value_status": {
+                "type": "string",
+                "enum": ["decrypted", "not-delivered", "no-controller"],
+                "description": (
+                    "decrypted: `value` holds what the controller decrypted; not-delivered: the controller has not "
+                    "decrypted it (not a member of that epoch, no key yet, or the message was refused); "
+                    "no-controller: this sidecar hosts no controller and holds no key"
+                ),
+            },
+            "value": {"description": 'the decrypted reading (JSON; `{"hex": ...}` if it was not JSON)'},
+        },
+    },
     "Epoch": {
         "type": "object",
         "required": ["epoch", "key_id", "sid", "members"],
@@ -466,7 +513,7 @@ PATHS: dict[str, Any] = {
             "rekeyGroup",
             "Request a new epoch now",
             "groups",
-            {"202": _json(_ref("Group"), "rekey under way")},
+            {"202": _json(_ref("RekeyAccepted"), "rekey under way")},
             scope="groups:rekey",
             params=(P_GROUP,),
             errors=_E,
@@ -494,6 +541,37 @@ PATHS: dict[str, Any] = {
             body=_json_body("CommandRequest"),
             errors=(*_E, "Conflict"),
             description="409 when no controller is configured on this sidecar or the group has no committed epoch.",
+        ),
+    },
+    "/v1/groups/{group_id}/readings": {
+        "get": _op(
+            "listReadings",
+            "Relayed readings: metadata, and values decrypted by the sidecar's controller",
+            "groups",
+            {"200": _json({"type": "array", "items": _ref("Reading")}, "readings by id")},
+            scope="readings:read",
+            params=(P_GROUP, P_AFTER, P_LIMIT(100)),
+            errors=_E,
+        ),
+    },
+    "/v1/groups/{group_id}/readings/{reading_id}": {
+        "get": _op(
+            "getReading",
+            "One relayed reading (the `msg_id` of a `data.reading` event)",
+            "groups",
+            {"200": _json(_ref("Reading"), "the reading")},
+            scope="readings:read",
+            params=(
+                P_GROUP,
+                _param("reading_id", "path", {"type": "integer", "minimum": 0}, "reading id"),
+                _param(
+                    "wait",
+                    "query",
+                    {"type": "number", "minimum": 0, "maximum": 10, "default": 0},
+                    "seconds to wait for the controller to decrypt it",
+                ),
+            ),
+            errors=_E,
         ),
     },
     "/v1/audit": {
@@ -529,7 +607,12 @@ PATHS: dict[str, Any] = {
             },
             scope="read",
             params=(
-                P_AFTER,
+                _param(
+                    "after",
+                    "query",
+                    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**62}, {"const": "now"}], "default": 0},
+                    "replay events after this id; `now` starts at the newest event (named first in an `id:` field)",
+                ),
                 _param("group", "query", _ID, "only this group's events"),
                 _param(
                     "Last-Event-ID",

@@ -88,11 +88,16 @@ def event_stream(
     gateway: Gateway,
     live: LiveConnections,
     *,
-    after: int,
+    after: int | None,
     group_id: str | None,
     heartbeat_s: float,
 ) -> Iterator[str]:
-    """The body of ``GET /v1/events``: replay from the store, then live events, with keepalives."""
+    """The body of ``GET /v1/events``: replay from the store, then live events, with keepalives.
+
+    ``after=None`` starts at the newest event and says which one in a data-less ``id:`` field,
+    which sets the client's Last-Event-ID (WHATWG HTML §9.2.6) without dispatching an event, so a
+    client that connects "from now" and reconnects before any event arrives misses nothing.
+    """
     q: queue.Queue[GatewayEvent | None] = queue.Queue(maxsize=QUEUE_SIZE)
     overflow = threading.Event()
 
@@ -116,6 +121,9 @@ def event_stream(
     unwake = live.add_waker(wake)
     try:
         yield f"retry: {RETRY_MS}\n\n"  # also gets the headers out before the first event
+        if after is None:
+            after = gateway.latest_event_id()
+            yield f"id: {after}\n\n"
         floor = after
         while not live.closing.is_set():
             page = gateway.events_since(floor, limit=REPLAY_PAGE, group_id=group_id)
