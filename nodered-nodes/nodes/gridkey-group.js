@@ -1,0 +1,114 @@
+/**
+ * gridkey group: create, get and list groups, add and remove members, set the periodic rekey
+ * interval and list committed epochs. Every membership change makes the sidecar start a new
+ * epoch (fresh keys without the leaver, or with the newcomer); this node answers at once with the
+ * group as the sidecar sees it. Use gridkey rekey or gridkey key events to wait for the epoch.
+ */
+"use strict";
+
+module.exports = function (RED) {
+    const { GROUP_OPERATIONS } = require("../lib/constants");
+    const { seg } = require("../lib/client");
+    const { sidecarOf, fail, pick } = require("../lib/status");
+
+    const CREATE_FIELDS = ["members", "suite", "mode", "rekey_interval_s"];
+
+    function GridKeyGroupNode(config) {
+        RED.nodes.createNode(this, config);
+        const node = this;
+        const sidecar = sidecarOf(RED, node, config);
+
+        function requestFor(msg) {
+            const op = pick(config.operation === "topic" ? "" : config.operation, msg.topic);
+            if (!GROUP_OPERATIONS.includes(op)) {
+                throw new Error(RED._("gridkey-group.errors.operation", { op, ops: GROUP_OPERATIONS.join(", ") }));
+            }
+            if (op === "list") {
+                return { op, method: "GET", path: "/v1/groups", opts: {} };
+            }
+            const p = msg.payload && typeof msg.payload === "object" && !Array.isArray(msg.payload) ? msg.payload : {};
+            const group = pick(config.group, msg.group_id, p.group_id);
+            if (!group) {
+                throw new Error(RED._("gridkey-group.errors.group"));
+            }
+            const base = `/v1/groups/${seg(group)}`;
+            switch (op) {
+                case "create": {
+                    const body = { group_id: group };
+                    for (const k of CREATE_FIELDS) {
+                        if (p[k] !== undefined) {
+                            body[k] = p[k];
+                        }
+                    }
+                    if (Array.isArray(msg.payload)) {
+                        body.members = msg.payload;
+                    }
+                    if (!Array.isArray(body.members)) {
+                        throw new Error(RED._("gridkey-group.errors.members"));
+                    }
+                    return { op, group, method: "POST", path: "/v1/groups", opts: { body } };
+                }
+                case "get":
+                    return { op, group, method: "GET", path: base, opts: {} };
+                case "add-members": {
+                    const members = Array.isArray(msg.payload) ? msg.payload : p.members;
+                    if (!Array.isArray(members) || members.length === 0) {
+                        throw new Error(RED._("gridkey-group.errors.members"));
+                    }
+                    return { op, group, method: "POST", path: `${base}/members`, opts: { body: { members } } };
+                }
+                case "remove-member": {
+                    const meter = pick("", msg.meter_id, typeof msg.payload === "string" ? msg.payload : "", p.meter_id);
+                    if (!meter) {
+                        throw new Error(RED._("gridkey-group.errors.meter"));
+                    }
+                    return { op, group, method: "DELETE", path: `${base}/members/${seg(meter)}`, opts: {} };
+                }
+                case "set-interval": {
+                    const s = typeof msg.payload === "number" ? msg.payload : p.rekey_interval_s;
+                    if (!Number.isInteger(s) || s < 0) {
+                        throw new Error(RED._("gridkey-group.errors.interval"));
+                    }
+                    return { op, group, method: "PATCH", path: base, opts: { body: { rekey_interval_s: s } } };
+                }
+                default: // epochs
+                    return { op, group, method: "GET", path: `${base}/epochs`, opts: { query: { limit: p.limit } } };
+            }
+        }
+
+        node.on("input", async function (msg, send, done) {
+            if (!sidecar) {
+                fail(node, msg, new Error(RED._("gridkey-group.errors.no-sidecar")), done);
+                return;
+            }
+            let req;
+            try {
+                req = requestFor(msg);
+            } catch (err) {
+                fail(node, msg, err, done);
+                return;
+            }
+            node.status({ fill: "blue", shape: "dot", text: RED._(`gridkey-group.status.${req.op}`) });
+            try {
+                msg.payload = await sidecar.request(req.method, req.path, req.opts);
+            } catch (err) {
+                fail(node, msg, err, done);
+                return;
+            }
+            const g = msg.payload;
+            let text;
+            if (req.op === "list") {
+                text = RED._("gridkey-group.status.listed", { n: g.length });
+            } else if (req.op === "epochs") {
+                text = RED._("gridkey-group.status.epochs-done", { n: g.length, group: req.group });
+            } else {
+                text = RED._("gridkey-group.status.group", { group: g.group_id, epoch: g.epoch, n: g.members.length });
+            }
+            node.status({ fill: "green", shape: "dot", text });
+            send(msg);
+            done();
+        });
+    }
+
+    RED.nodes.registerType("gridkey-group", GridKeyGroupNode);
+};

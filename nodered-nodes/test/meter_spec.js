@@ -1,0 +1,129 @@
+"use strict";
+
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const { helper, nodes, flowWith, collector, statuses } = require("./support/nodered");
+const { World } = require("./support/world");
+
+const catchNode = require(path.join(
+    path.dirname(require.resolve("@node-red/nodes/package.json", { paths: [path.dirname(require.resolve("node-red-node-test-helper"))] })),
+    "core/common/25-catch.js",
+));
+
+describe("gridkey meter", function () {
+    this.timeout(90000);
+    let world;
+
+    before(async function () {
+        world = await new World({ meters: 3, controller: false }).start();
+    });
+    after(async function () {
+        if (world) {
+            assert.deepEqual(world.tracebacks(), []);
+            await world.stop();
+        }
+    });
+    beforeEach(() => helper.startServer());
+    afterEach(async function () {
+        await helper.unload();
+        await helper.stopServer();
+    });
+
+    function load(meterConfig, opts) {
+        const { flow, credentials } = flowWith(
+            world,
+            [
+                { id: "m", type: "gridkey-meter", sidecar: "sc", wires: [["out"]], ...meterConfig },
+                { id: "out", type: "helper" },
+                { id: "c", type: "catch", scope: ["m"], uncaught: false, wires: [["caught"]] },
+                { id: "caught", type: "helper" },
+            ],
+            opts,
+        );
+        return helper.load([...nodes, catchNode], flow, credentials).then(() => ({
+            m: helper.getNode("m"),
+            out: collector(helper.getNode("out")),
+            caught: collector(helper.getNode("caught")),
+        }));
+    }
+
+    it("lists meters, gets one, enrols a certificate and revokes with a reason", async function () {
+        const { m, out } = await load({ operation: "topic" });
+        const seen = statuses(m);
+        m.receive({ topic: "list" });
+        const listed = await out.next(1);
+        assert.deepEqual(listed.payload.map((x) => x.meter_id).sort(), world.ids);
+        // the helper runtime does not translate: status texts are message keys here
+        assert.deepEqual(seen.at(-1), { fill: "green", shape: "dot", text: "gridkey-meter.status.listed" });
+
+        m.receive({ topic: "get", meter_id: world.ids[0] });
+        const got = await out.next(2);
+        assert.equal(got.payload.meter_id, world.ids[0]);
+        assert.equal(got.payload.status, "active");
+
+        const pem = world.issueCert("meter-new");
+        m.receive({ topic: "enrol", payload: pem });
+        const enrolled = await out.next(3);
+        assert.equal(enrolled.payload.meter_id, "meter-new");
+        assert.equal(enrolled.payload.status, "active");
+        assert.ok((await world.api("GET", "/v1/meters")).some((x) => x.meter_id === "meter-new"));
+
+        m.receive({ topic: "revoke", payload: { meter_id: "meter-new", reason: "superseded" } });
+        const revoked = await out.next(4);
+        assert.equal(revoked.payload.status, "revoked");
+        assert.equal(revoked.payload.revoke_reason, "superseded");
+        assert.deepEqual(seen.at(-1), { fill: "yellow", shape: "dot", text: "meter-new: revoked" });
+        assert.equal((await world.api("GET", "/v1/meters/meter-new")).status, "revoked");
+    });
+
+    it("takes the meter from its own setting over the message", async function () {
+        const { m, out } = await load({ operation: "get", meter: world.ids[1] });
+        m.receive({ topic: "revoke", meter_id: world.ids[2] }); // neither the topic nor the id win
+        const got = await out.next(1);
+        assert.equal(got.payload.meter_id, world.ids[1]);
+        assert.equal(got.payload.status, "active");
+    });
+
+    it("sends refusals to a Catch node with the sidecar's problem details, and changes nothing", async function () {
+        const { m, out, caught } = await load({ operation: "topic" });
+        const seen = statuses(m);
+        m.receive({ topic: "get", meter_id: "no-such-meter", _id: "a" });
+        const notFound = await caught.next(1);
+        assert.equal(notFound.statusCode, 404);
+        assert.equal(notFound.problem.detail, "no meter no-such-meter");
+        assert.equal(notFound.error.message, "GridKeyError: 404 Not Found: no meter no-such-meter");
+        assert.equal(notFound.error.source.id, "m");
+        assert.equal(seen.at(-1).fill, "red");
+
+        m.receive({ topic: "enrol", payload: "not a certificate" });
+        assert.match((await caught.next(2)).error.message, /gridkey-meter.errors.pem/);
+        m.receive({ topic: "launch" });
+        assert.match((await caught.next(3)).error.message, /gridkey-meter.errors.operation/);
+        m.receive({ topic: "revoke", meter_id: world.ids[0], reason: "because" });
+        assert.match((await caught.next(4)).error.message, /gridkey-meter.errors.reason/);
+
+        // a certificate the sidecar's CA did not issue: the sidecar refuses it
+        const foreign = require("node:fs").readFileSync(path.join(__dirname, "fixtures/foreign-cert.pem"), "utf8");
+        m.receive({ topic: "enrol", payload: foreign });
+        const refused = await caught.next(5);
+        assert.ok(refused.statusCode >= 400 && refused.statusCode < 500, refused.error.message);
+
+        assert.equal(out.got.length, 0);
+        const meters = await world.api("GET", "/v1/meters");
+        assert.deepEqual(meters.filter((x) => x.status === "active").map((x) => x.meter_id).sort(), world.ids);
+    });
+
+    it("reports a refused token as 401 and a missing scope as 403", async function () {
+        let ctx = await load({ operation: "list" }, { token: "not-a-token" });
+        ctx.m.receive({});
+        assert.equal((await ctx.caught.next(1)).statusCode, 401);
+        await helper.unload();
+
+        ctx = await load({ operation: "revoke", meter: world.ids[0] }, { token: world.token(["read"]) });
+        ctx.m.receive({});
+        const denied = await ctx.caught.next(1);
+        assert.equal(denied.statusCode, 403);
+        assert.match(denied.problem.detail, /meters:write/);
+        assert.equal((await world.api("GET", `/v1/meters/${world.ids[0]}`)).status, "active");
+    });
+});
