@@ -1,14 +1,10 @@
 "use strict";
 
 const assert = require("node:assert/strict");
+const fs = require("node:fs");
 const path = require("node:path");
-const { helper, nodes, flowWith, collector, statuses } = require("./support/nodered");
+const { helper, mount, runtimeHooks, statuses } = require("./support/nodered");
 const { World } = require("./support/world");
-
-const catchNode = require(path.join(
-    path.dirname(require.resolve("@node-red/nodes/package.json", { paths: [path.dirname(require.resolve("node-red-node-test-helper"))] })),
-    "core/common/25-catch.js",
-));
 
 describe("gridkey meter", function () {
     this.timeout(90000);
@@ -23,28 +19,11 @@ describe("gridkey meter", function () {
             await world.stop();
         }
     });
-    beforeEach(() => helper.startServer());
-    afterEach(async function () {
-        await helper.unload();
-        await helper.stopServer();
-    });
+    runtimeHooks();
 
-    function load(meterConfig, opts) {
-        const { flow, credentials } = flowWith(
-            world,
-            [
-                { id: "m", type: "gridkey-meter", sidecar: "sc", wires: [["out"]], ...meterConfig },
-                { id: "out", type: "helper" },
-                { id: "c", type: "catch", scope: ["m"], uncaught: false, wires: [["caught"]] },
-                { id: "caught", type: "helper" },
-            ],
-            opts,
-        );
-        return helper.load([...nodes, catchNode], flow, credentials).then(() => ({
-            m: helper.getNode("m"),
-            out: collector(helper.getNode("out")),
-            caught: collector(helper.getNode("caught")),
-        }));
+    async function load(meterConfig, opts) {
+        const flow = await mount(world, [{ id: "m", type: "gridkey-meter", sidecar: "sc", wires: [["out"]], ...meterConfig }], opts);
+        return { m: flow.node("m"), out: flow.wire("out"), caught: flow.caught };
     }
 
     it("lists meters, gets one, enrols a certificate and revokes with a reason", async function () {
@@ -103,7 +82,7 @@ describe("gridkey meter", function () {
         assert.match((await caught.next(4)).error.message, /gridkey-meter.errors.reason/);
 
         // a certificate the sidecar's CA did not issue: the sidecar refuses it
-        const foreign = require("node:fs").readFileSync(path.join(__dirname, "fixtures/foreign-cert.pem"), "utf8");
+        const foreign = fs.readFileSync(path.join(__dirname, "fixtures/foreign-cert.pem"), "utf8");
         m.receive({ topic: "enrol", payload: foreign });
         const refused = await caught.next(5);
         assert.ok(refused.statusCode >= 400 && refused.statusCode < 500, refused.error.message);

@@ -23,10 +23,9 @@ const NODE_TYPES = [
     "gridkey-readings",
 ];
 const nodes = NODE_TYPES.map((t) => require(`../../nodes/${t}.js`));
-const tlsNode = require(path.join(
-    path.dirname(require.resolve("@node-red/nodes/package.json", { paths: [runtimeDir] })),
-    "core/network/05-tls.js",
-));
+const coreNodes = path.dirname(require.resolve("@node-red/nodes/package.json", { paths: [runtimeDir] }));
+const tlsNode = require(path.join(coreNodes, "core/network/05-tls.js"));
+const catchNode = require(path.join(coreNodes, "core/common/25-catch.js"));
 
 function runtimeVersion() {
     return require(path.join(runtimeDir, "package.json")).version;
@@ -37,6 +36,48 @@ function flowWith(world, flowNodes, { token, url, extra = {} } = {}) {
     const flow = [{ id: "sc", type: "gridkey-sidecar", url: url || world.url, timeout: 10, ...extra }, ...flowNodes];
     const credentials = { sc: { token: token === undefined ? world.token() : token } };
     return { flow, credentials };
+}
+
+/**
+ * Load `flowNodes` with a sidecar config node "sc" and a Catch node for every GridKey node (its
+ * messages arrive at collector "caught"). `wire(id)` gives a collector for a helper node id.
+ */
+async function mount(world, flowNodes, opts = {}) {
+    const ids = flowNodes.filter((n) => n.type.startsWith("gridkey-")).map((n) => n.id);
+    const all = [
+        ...flowNodes,
+        { id: "gk-catch", type: "catch", scope: ids, uncaught: false, wires: [["caught"]] },
+        { id: "caught", type: "helper" },
+    ];
+    for (const n of flowNodes) {
+        for (const port of n.wires || []) {
+            for (const target of port) {
+                if (!all.some((x) => x.id === target)) {
+                    all.push({ id: target, type: "helper" });
+                }
+            }
+        }
+    }
+    const { flow, credentials } = flowWith(world, all, opts);
+    await helper.load([...nodes, tlsNode, catchNode], flow, credentials);
+    const collectors = {};
+    const wire = (id) => (collectors[id] = collectors[id] || collector(helper.getNode(id)));
+    wire("caught");
+    for (const n of all) {
+        if (n.type === "helper") {
+            wire(n.id);
+        }
+    }
+    return { node: (id) => helper.getNode(id), wire, caught: collectors.caught };
+}
+
+/** mocha hooks: a Node-RED test runtime per test. */
+function runtimeHooks() {
+    beforeEach(() => helper.startServer());
+    afterEach(async function () {
+        await helper.unload();
+        await helper.stopServer();
+    });
 }
 
 /** Collect messages arriving at a helper node; `next(n)` resolves with the n-th (counting from 1). */
@@ -86,4 +127,16 @@ function statuses(node) {
     return seen;
 }
 
-module.exports = { helper, nodes, tlsNode, NODE_TYPES, flowWith, collector, statuses, runtimeVersion };
+module.exports = {
+    helper,
+    nodes,
+    tlsNode,
+    catchNode,
+    NODE_TYPES,
+    flowWith,
+    mount,
+    runtimeHooks,
+    collector,
+    statuses,
+    runtimeVersion,
+};

@@ -126,7 +126,8 @@ process.on("exit", () => {
 });
 
 class World {
-    constructor({ meters = 10, controller = true, prefix = "meter-" } = {}) {
+    constructor({ meters = 10, controller = true, prefix = "meter-", readingInterval = 0 } = {}) {
+        this.readingInterval = readingInterval;
         this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "gridkey-nodered-"));
         this.data = path.join(this.dir, "data");
         this.meterCount = meters;
@@ -192,6 +193,9 @@ class World {
             "--resync", "1",
             "--log-level", "warning",
         ];
+        if (this.readingInterval > 0) {
+            argv.push("--reading-interval", String(this.readingInterval));
+        }
         this.fleet = new Proc("fleet", argv, path.join(this.dir, "fleet.log")).start();
         live.add(this.fleet);
         await waitFor("the fleet to enrol", async () => {
