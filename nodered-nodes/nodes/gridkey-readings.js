@@ -13,7 +13,10 @@
 module.exports = function (RED) {
     const { DEFAULTS } = require("../lib/constants");
     const { seg } = require("../lib/client");
-    const { sidecarOf, streamStatus, short } = require("../lib/status");
+    const { sidecarOf, streamStatus, short, fail } = require("../lib/status");
+    const { Slots } = require("../lib/slots");
+
+    const MAX_FETCHES = 4; // value requests in flight per node: each may wait on the sidecar
 
     function GridKeyReadingsNode(config) {
         RED.nodes.createNode(this, config);
@@ -23,13 +26,15 @@ module.exports = function (RED) {
         const values = config.values === true || config.values === "true";
         let count = 0;
         let closed = false;
-        let queue = Promise.resolve(); // keeps the output in arrival order while values are fetched
+        let queue = Promise.resolve(); // emits in arrival order while values are fetched side by side
 
         if (!sidecar) {
             return;
         }
 
-        async function emit(ev) {
+        const slots = new Slots(MAX_FETCHES);
+
+        function metadata(ev) {
             const d = ev.data || {};
             const payload = {
                 group_id: d.group_id,
@@ -41,30 +46,42 @@ module.exports = function (RED) {
                 size: d.size,
                 ts: d.ts,
             };
-            const msg = { topic: d.sender, event_id: ev.id, payload };
-            if (values) {
-                try {
-                    const r = await sidecar.request("GET", `/v1/groups/${seg(d.group_id)}/readings/${seg(d.msg_id)}`, {
-                        query: { wait: DEFAULTS.readingWaitS },
-                    });
-                    payload.value_status = r.value_status;
-                    if (r.value !== undefined) {
-                        payload.value = r.value;
-                    }
-                } catch (err) {
-                    node.status({ fill: "red", shape: "ring", text: short(err.message) });
-                    node.error(err, msg);
-                    return;
+            return { topic: d.sender, event_id: ev.id, payload };
+        }
+
+        /** Fetch the decrypted value now (a few at a time); the caller emits in arrival order. */
+        async function withValue(msg) {
+            const p = msg.payload;
+            const release = await slots.acquire();
+            try {
+                const r = await sidecar.request("GET", `/v1/groups/${seg(p.group_id)}/readings/${seg(p.msg_id)}`, {
+                    query: { wait: DEFAULTS.readingWaitS },
+                });
+                p.value_status = r.value_status;
+                if (r.value !== undefined) {
+                    p.value = r.value;
                 }
+                return { msg };
+            } catch (err) {
+                return { msg, err };
+            } finally {
+                release();
             }
+        }
+
+        function emit({ msg, err }) {
             if (closed) {
+                return;
+            }
+            if (err) {
+                fail(node, msg, err);
                 return;
             }
             count += 1;
             node.status({
                 fill: "green",
                 shape: "dot",
-                text: short(RED._("gridkey-readings.status.count", { n: count, sender: d.sender })),
+                text: short(RED._("gridkey-readings.status.count", { n: count, sender: msg.payload.sender })),
             });
             node.send(msg);
         }
@@ -74,7 +91,9 @@ module.exports = function (RED) {
                 if (ev.kind !== "data.reading" || (group && (ev.data || {}).group_id !== group)) {
                     return;
                 }
-                queue = queue.then(() => emit(ev));
+                const msg = metadata(ev);
+                const ready = values ? withValue(msg) : Promise.resolve({ msg });
+                queue = queue.then(() => ready).then(emit);
             },
             state(state, err) {
                 node.status(streamStatus(RED, state, err));

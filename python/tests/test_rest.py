@@ -531,7 +531,7 @@ def test_negotiation_and_group_data_over_http(world, live):
 def test_readings_join_relayed_metadata_and_controller_values(tmp_path):
     """What the gateway relayed (public) and what a sidecar-hosted member decrypted, by digest."""
     delivered = DeliveredReadings()
-    w = make_world(tmp_path, reading_values=delivered.get)
+    w = make_world(tmp_path, reading_values=lambda group_id, digest, wait_s: delivered.get(digest, wait_s))
     handle = run_in_thread(w.app, "127.0.0.1", 0, threads=8)
     try:
         for m in ("meter-1", "meter-2"):

@@ -111,7 +111,7 @@ class Sidecar:
             verifier=verifier,
             batcher=batcher,
             command_sender=self._command_sender(),
-            reading_values=self.delivered.get if self.delivered is not None else None,
+            reading_values=self._reading_values(),
         )
         host, port = self.opts.http
         self.http = run_in_thread(app, host, port, threads=self.opts.http_threads)
@@ -133,6 +133,22 @@ class Sidecar:
             on_event=self.delivered.on_agent_event,
         )
         await self.controller.start()
+
+    def _reading_values(self):
+        """What the controller decrypted, for the REST readings endpoints (None without a controller)."""
+        if self.controller is None or self.delivered is None:
+            return None
+        controller, delivered = self.controller, self.delivered
+
+        def lookup(group_id: str, digest: str, wait_s: float) -> dict | None:
+            # Not a member of the group at all: it never will decrypt this, so do not make the
+            # caller wait. (A membership test on the agent's dict from this thread: a snapshot is
+            # enough, a group the controller joins a moment later just gets the wait.)
+            if group_id not in controller.groups:
+                return None
+            return delivered.get(digest, wait_s)
+
+        return lookup
 
     def _command_sender(self):
         if self.controller is None:

@@ -59,8 +59,8 @@ COSE = "application/cose"
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 CommandSender = Callable[[str, bytes], Any]
-# (message digest hex, seconds to wait) -> what the sidecar-hosted controller decrypted, or None
-ReadingValues = Callable[[str, float], dict[str, Any] | None]
+# (group id, message digest hex, seconds to wait) -> what the sidecar-hosted controller decrypted, or None
+ReadingValues = Callable[[str, str, float], dict[str, Any] | None]
 MAX_READING_WAIT_S = 10.0
 
 
@@ -419,7 +419,7 @@ def create_app(
         """Add what the sidecar's controller decrypted (a key holder's view), if it hosts one."""
         if reading_values is None:
             return {**reading, "value_status": "no-controller"}
-        got = reading_values(reading["digest"], wait_s)
+        got = reading_values(reading["group_id"], reading["digest"], wait_s)
         if got is None:  # not a member of that epoch, no key yet, or refused (forged, replayed)
             return {**reading, "value_status": "not-delivered"}
         return {**reading, "value_status": "decrypted", "value": got.get("value")}

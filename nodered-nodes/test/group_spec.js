@@ -1,0 +1,81 @@
+"use strict";
+
+const assert = require("node:assert/strict");
+const { mount, runtimeHooks } = require("./support/nodered");
+const { World } = require("./support/world");
+
+describe("gridkey group", function () {
+    this.timeout(120000);
+    let world;
+
+    before(async function () {
+        world = await new World({ meters: 4, controller: false }).start();
+    });
+    after(async function () {
+        if (world) {
+            assert.deepEqual(world.tracebacks(), []);
+            await world.stop();
+        }
+    });
+    runtimeHooks();
+
+    const groupNode = (extra) => ({ id: "g", type: "gridkey-group", sidecar: "sc", wires: [["out"]], ...extra });
+
+    it("creates a group, adds and removes members, sets the interval, lists groups and epochs", async function () {
+        const flow = await mount(world, [groupNode({ operation: "topic", group: "feeder-g" })]);
+        const g = flow.node("g");
+        const out = flow.wire("out");
+        const [a, b, c, d] = world.ids;
+
+        g.receive({ topic: "create", payload: { members: [a, b, c], mode: "e2e", suite: "GK1" } });
+        const created = (await out.next(1)).payload;
+        assert.equal(created.group_id, "feeder-g");
+        assert.deepEqual(created.members.map((m) => m.meter_id), [a, b, c]);
+        const k1 = await world.waitEpoch("feeder-g", 1, [a, b, c]);
+
+        g.receive({ topic: "add-members", payload: [d] });
+        assert.equal((await out.next(2)).payload.members.length, 4);
+        const k2 = await world.waitEpoch("feeder-g", 2, [a, b, c, d]);
+
+        g.receive({ topic: "remove-member", meter_id: b });
+        assert.deepEqual((await out.next(3)).payload.members.map((m) => m.meter_id), [a, c, d]);
+        await world.waitEpoch("feeder-g", 3, [a, c, d]);
+
+        g.receive({ topic: "set-interval", payload: 3600 });
+        assert.equal((await out.next(4)).payload.rekey_interval_s, 3600);
+
+        g.receive({ topic: "get" });
+        const got = (await out.next(5)).payload;
+        assert.equal(got.epoch, 3);
+        assert.equal(got.key_id, world.fleetKeys("feeder-g")[a].key_id);
+
+        g.receive({ topic: "epochs", payload: { limit: 10 } });
+        const epochs = (await out.next(6)).payload;
+        assert.deepEqual(epochs.map((e) => e.epoch), [3, 2, 1]);
+        assert.equal(epochs[2].key_id, k1);
+        assert.equal(epochs[1].key_id, k2);
+        assert.deepEqual(epochs.map((e) => e.trigger.split(",")[0]), ["leave", "join", "create"]);
+
+        g.receive({ topic: "list" });
+        assert.ok((await out.next(7)).payload.some((x) => x.group_id === "feeder-g"));
+        assert.equal(flow.caught.got.length, 0);
+    });
+
+    it("takes the group from msg.group_id and sends the sidecar's refusals to Catch", async function () {
+        const flow = await mount(world, [groupNode({ operation: "topic", group: "" })]);
+        const g = flow.node("g");
+        g.receive({ topic: "create", group_id: "bad-g", payload: { members: ["no-such-meter"] } });
+        const refused = await flow.caught.next(1);
+        assert.ok([400, 404, 409].includes(refused.statusCode), refused.error.message);
+        assert.ok(refused.problem.detail);
+        g.receive({ topic: "get", group_id: "bad-g" });
+        assert.equal((await flow.caught.next(2)).statusCode, 404); // the refused create stored nothing
+        g.receive({ topic: "set-interval", group_id: "bad-g", payload: -1 });
+        assert.match((await flow.caught.next(3)).error.message, /gridkey-group.errors.interval/);
+        g.receive({ topic: "add-members", group_id: "bad-g", payload: "meter-001" });
+        assert.match((await flow.caught.next(4)).error.message, /gridkey-group.errors.members/);
+        g.receive({ topic: "get" });
+        assert.match((await flow.caught.next(5)).error.message, /gridkey-group.errors.group/);
+        assert.equal(flow.wire("out").got.length, 0);
+    });
+});
