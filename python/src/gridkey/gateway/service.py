@@ -393,6 +393,8 @@ class Gateway:
                 self._audit(tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected])
                 self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
                 for g in affected:
+                    # per group too, so whoever watches one group sees why its roster shrank
+                    self._emit(tx, "member.removed", group_id=g.group_id, meter_id=meter_id, reason="revoke")
                     self._change(tx, g.group_id, "revoke", meter_id, now)
                     self._cancel_if_includes(tx, g.group_id, {meter_id}, now)
                     self._maybe_start(tx, g.group_id, now)
