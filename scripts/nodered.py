@@ -75,7 +75,8 @@ class Runtime:
         return json.loads((self.red.parent / "package.json").read_text())["version"]
 
     def node_version(self) -> str:
-        return subprocess.run([self.node_binary(), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run([self.node_binary(), "--version"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
 
 
 RUNTIMES = {
@@ -98,6 +99,13 @@ def _lock_hash(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def npm() -> str:
+    found = shutil.which("npm")
+    if not found:
+        raise NodeRedUnavailable("npm is not on PATH (Node.js 20 or later with npm is needed)")
+    return found
+
+
 def npm_ci(directory: Path, *, quiet: bool = False) -> bool:
     """``npm ci`` unless node_modules was installed from this very lockfile; True if it ran."""
     stamp = directory / "node_modules" / f".gridkey-installed-{_lock_hash(directory)}"
@@ -105,11 +113,8 @@ def npm_ci(directory: Path, *, quiet: bool = False) -> bool:
         if not quiet:
             print(f"nodered: {directory.relative_to(ROOT)}: up to date", file=sys.stderr)
         return False
-    npm = shutil.which("npm")
-    if not npm:
-        raise NodeRedUnavailable("npm is not on PATH (Node.js 20 or later with npm is needed)")
     print(f"nodered: npm ci in {directory.relative_to(ROOT)}", file=sys.stderr)
-    subprocess.run([npm, "ci", *NPM_FLAGS], cwd=directory, check=True)
+    subprocess.run([npm(), "ci", *NPM_FLAGS], cwd=directory, check=True)
     for old in (directory / "node_modules").glob(".gridkey-installed-*"):
         old.unlink()
     stamp.touch()
@@ -127,7 +132,7 @@ def pack(dest: Path) -> Path:
     """``npm pack`` the package into ``dest``; returns the tarball."""
     dest.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
-        ["npm", "pack", "--json", "--pack-destination", str(dest), *NPM_FLAGS],
+        [npm(), "pack", "--json", "--pack-destination", str(dest), *NPM_FLAGS],
         cwd=PACKAGE_DIR,
         capture_output=True,
         text=True,
@@ -185,7 +190,7 @@ class NodeRed:
         self.user_dir.mkdir(parents=True, exist_ok=True)
         (self.user_dir / "package.json").write_text(json.dumps({"name": "gridkey-node-red-user", "private": True}))
         subprocess.run(
-            ["npm", "install", "--offline", *NPM_FLAGS, str(self.tarball)],
+            [npm(), "install", "--offline", *NPM_FLAGS, str(self.tarball)],
             cwd=self.user_dir,
             check=True,
             capture_output=True,
@@ -219,9 +224,9 @@ class NodeRed:
         h = {"accept": "application/json", **(headers or {})}
         if data is not None:
             h["content-type"] = "application/json"
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)  # noqa: S310 - http://127.0.0.1
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own loopback URL
                 status, raw, ctype = resp.status, resp.read(), resp.headers.get("content-type", "")
         except urllib.error.HTTPError as exc:
             status, raw, ctype = exc.code, exc.read(), exc.headers.get("content-type", "")
@@ -280,7 +285,8 @@ def example_flows(sidecar_url: str, token: str | None, tab: str = "gk-examples")
 
 def _mint_token(data: Path) -> str:
     gridkey = ROOT / ".venv" / "bin" / "gridkey"
-    cmd = [str(gridkey) if gridkey.exists() else "gridkey", "token", "issue", "--data", str(data), "--subject", "node-red"]
+    exe = str(gridkey) if gridkey.exists() else shutil.which("gridkey") or "gridkey"
+    cmd = [exe, "token", "issue", "--data", str(data), "--subject", "node-red"]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
