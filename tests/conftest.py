@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import SidecarProc
 
-pytest_plugins = ["pg_fixtures", "leshan_fixtures", "nodered_fixtures"]
+pytest_plugins = ["pg_fixtures", "leshan_fixtures", "nodered_fixtures", "browser_fixtures"]
 
 
 @pytest.fixture
