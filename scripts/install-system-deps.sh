@@ -14,6 +14,7 @@ PACKAGES=(
     "openjdk-17-jre-headless:java -version 2>&1 | grep -Eq 'version \"(1[7-9]|[2-9][0-9])'"
     "chromium:command -v chromium"
     "chromium-driver:command -v chromedriver"
+    "openssl:command -v openssl"
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

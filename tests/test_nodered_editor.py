@@ -106,6 +106,7 @@ def test_palette_edit_form_and_help_in_the_editor(runtime, stack, start_nodered,
 
         # the help sidebar renders the node's help from locales/en-US
         browser.execute_script("RED.sidebar.help.show('gridkey-rekey')")
+
         def help_text(d) -> str:
             return "\n".join(e.text for e in d.find_elements(By.CSS_SELECTOR, ".red-ui-help"))
 

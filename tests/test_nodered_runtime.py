@@ -12,13 +12,9 @@ status texts are translated from ``locales/en-US``.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
-from typing import Any
 
 import pytest
-import websocket
+from nodered_fixtures import Comms
 
 from helpers import FleetRunner, SidecarProc, wait_for
 
@@ -33,58 +29,6 @@ NODE_TYPES = {
     "gridkey-command",
     "gridkey-readings",
 }
-
-
-class Comms:
-    """The editor's websocket: debug messages and node statuses, as the editor receives them."""
-
-    def __init__(self, url: str) -> None:
-        self.ws = websocket.create_connection(url.replace("http://", "ws://") + "/comms", timeout=5)
-        for topic in ("debug", "status/#"):
-            self.ws.send(json.dumps({"subscribe": topic}))
-        self.debug: queue.Queue = queue.Queue()
-        self.pending: list[dict] = []
-        self.statuses: dict[str, list[dict]] = {}
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                raw = self.ws.recv()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (websocket.WebSocketException, OSError):
-                return
-            if not raw:  # a ping or the close frame
-                continue
-            for item in json.loads(raw):
-                if item["topic"] == "debug":
-                    self.debug.put(item["data"])
-                elif item["topic"].startswith("status/"):
-                    self.statuses.setdefault(item["topic"][7:], []).append(item["data"])
-
-    def next_debug(self, name: str, timeout: float = 30.0) -> Any:
-        """The next debug message of the debug node called ``name`` (its payload, parsed).
-
-        Messages of other debug nodes stay queued for their own turn: flows run concurrently.
-        """
-        end = time.monotonic() + timeout
-        while True:
-            for i, d in enumerate(self.pending):
-                if d.get("name") == name:
-                    del self.pending[i]
-                    return json.loads(d["msg"]) if d.get("format", "").startswith(("Object", "array")) else d["msg"]
-            try:
-                self.pending.append(self.debug.get(timeout=max(0.01, end - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(f"no debug output from {name!r} within {timeout} s") from None
-
-    def close(self) -> None:
-        self._stop = True
-        self.ws.close()
-        self._thread.join(5)
 
 
 @pytest.fixture
