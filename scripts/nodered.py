@@ -286,7 +286,7 @@ def example_flows(sidecar_url: str, token: str | None, tab: str = "gk-examples")
 def _mint_token(data: Path) -> str:
     gridkey = ROOT / ".venv" / "bin" / "gridkey"
     exe = str(gridkey) if gridkey.exists() else shutil.which("gridkey") or "gridkey"
-    cmd = [exe, "token", "issue", "--data", str(data), "--subject", "node-red"]
+    cmd = [exe, "token", "issue", "--data", str(data), "--subject", "node-red", "--ttl", str(7 * 86400)]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 

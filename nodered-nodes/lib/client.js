@@ -12,6 +12,7 @@ const http = require("node:http");
 const https = require("node:https");
 
 const MAX_BODY = 4 * 1024 * 1024; // an answer bigger than this is not one the sidecar sends
+const FREE_SOCKET_MS = 30000;
 
 /** A refused or failed request: `status` (0 when no HTTP answer came) and the problem+json detail. */
 class GridKeyError extends Error {
@@ -65,18 +66,30 @@ class SidecarClient {
                 code: "EBADURL",
             });
         }
+        if (url.username || url.password) {
+            // it would be echoed in logs, statuses and errors: credentials belong in the token field
+            throw new GridKeyError("the sidecar URL must not carry a user name or password; use the token", {
+                code: "EBADURL",
+            });
+        }
+        this.token = typeof token === "string" ? token.trim() : "";
+        if (/[^\x21-\x7e]/.test(this.token)) {
+            throw new GridKeyError("the token holds characters an HTTP header cannot carry", { code: "EBADTOKEN" });
+        }
         this.base = url.href.replace(/\/+$/, "");
         this.secure = url.protocol === "https:";
-        this.token = token || "";
         this.tls = tls || {};
         this.timeoutMs = timeoutMs;
-        this.agent = this.secure
-            ? new https.Agent({ keepAlive: true, ...this.tls })
-            : new http.Agent({ keepAlive: true });
+        const Agent = this.secure ? https.Agent : http.Agent;
+        // Idle pooled sockets are closed after FREE_SOCKET_MS, well before a server drops them
+        // (waitress: 120 s), so a request never goes out on a socket the server already closed.
+        this.agent = new Agent({ keepAlive: true, timeout: FREE_SOCKET_MS, ...this.tls });
+        // The event stream holds its own connection, outside the pool and its idle timeout.
+        this.streamAgent = new Agent({ keepAlive: false, ...this.tls });
     }
 
     /** Open a request; `onResponse(res)` gets the raw response. Returns the ClientRequest. */
-    open(method, path, { query, headers = {}, body, timeoutMs } = {}, onResponse, onError) {
+    open(method, path, { query, headers = {}, body, timeoutMs, stream = false } = {}, onResponse, onError) {
         const url = new URL(this.base + path);
         for (const [k, v] of Object.entries(query || {})) {
             if (v !== undefined && v !== null && v !== "") {
@@ -94,7 +107,7 @@ class SidecarClient {
             h["content-length"] = payload.length;
         }
         const mod = this.secure ? https : http;
-        const req = mod.request(url, { method, headers: h, agent: this.agent }, onResponse);
+        const req = mod.request(url, { method, headers: h, agent: stream ? this.streamAgent : this.agent }, onResponse);
         const limit = timeoutMs === undefined ? this.timeoutMs : timeoutMs;
         if (limit > 0) {
             req.setTimeout(limit, () => {
@@ -150,6 +163,7 @@ class SidecarClient {
 
     close() {
         this.agent.destroy();
+        this.streamAgent.destroy();
     }
 }
 

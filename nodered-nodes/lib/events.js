@@ -50,6 +50,7 @@ class EventStream extends EventEmitter {
         this._req = null;
         this._timer = null;
         this._idle = null;
+        this._connected = null;
     }
 
     start() {
@@ -73,29 +74,32 @@ class EventStream extends EventEmitter {
         if (this.state === STATES.CONNECTED) {
             return Promise.resolve();
         }
-        return new Promise((resolve, reject) => {
-            const onState = (state) => {
-                if (state === STATES.CONNECTED) {
-                    cleanup();
-                    resolve();
-                } else if (state === STATES.STOPPED) {
-                    cleanup();
-                    reject(new GridKeyError("the event stream was closed", { code: "ESTOPPED" }));
-                }
-            };
-            const timer = setTimeout(() => {
-                cleanup();
+        if (!this._connected) {
+            // one listener however many callers wait (a burst of rekeys during a reconnect)
+            this._connected = new Promise((resolve, reject) => {
+                const onState = (state) => {
+                    if (state === STATES.CONNECTED || state === STATES.STOPPED) {
+                        this.removeListener("state", onState);
+                        this._connected = null;
+                        if (state === STATES.CONNECTED) {
+                            resolve();
+                        } else {
+                            reject(new GridKeyError("the event stream was closed", { code: "ESTOPPED" }));
+                        }
+                    }
+                };
+                this.on("state", onState);
+            });
+            this._connected.catch(() => {}); // a rejection nobody waits for any more is not an error
+        }
+        let timer;
+        const timeout = new Promise((resolve, reject) => {
+            timer = setTimeout(() => {
                 const why = this.lastError ? `: ${this.lastError.message}` : "";
-                reject(new GridKeyError(`the event stream did not connect within ${timeoutMs} ms${why}`, {
-                    code: "ETIMEDOUT",
-                }));
+                reject(new GridKeyError(`the event stream did not connect within ${timeoutMs} ms${why}`, { code: "ETIMEDOUT" }));
             }, timeoutMs);
-            const cleanup = () => {
-                clearTimeout(timer);
-                this.removeListener("state", onState);
-            };
-            this.on("state", onState);
         });
+        return Promise.race([this._connected, timeout]).finally(() => clearTimeout(timer));
     }
 
     _setState(state, error) {
@@ -117,27 +121,38 @@ class EventStream extends EventEmitter {
         } else {
             headers["last-event-id"] = this.lastEventId;
         }
-        const req = this.client.open("GET", "/v1/events", { query, headers, timeoutMs: 0 }, (res) => {
-            if (res.statusCode !== 200 || !/^text\/event-stream/.test(res.headers["content-type"] || "")) {
-                this._refused(req, res);
-                return;
-            }
-            this.connects += 1;
-            this._failures = 0;
-            const parser = new Parser((block) => this._block(block));
-            res.setEncoding("utf8");
-            res.on("data", (chunk) => {
-                this._touch(req);
-                parser.push(chunk);
-            });
-            res.on("end", () => this._lost(req, new GridKeyError("the sidecar closed the event stream")));
-            res.on("error", (err) => this._lost(req, err));
-            if (this.lastEventId !== null) {
-                this._setState(STATES.CONNECTED, null); // a resume knows where it stands already
-            } // else: connected once the sidecar names the newest event (after=now)
-        }, (err) => this._lost(req, err));
+        let req;
+        try {
+            const opts = { query, headers, timeoutMs: 0, stream: true };
+            req = this.client.open("GET", "/v1/events", opts, (res) => this._opened(req, res), (err) => this._lost(req, err));
+        } catch (err) {
+            // e.g. a header Node refuses: report it like any failed connection, never throw from a timer
+            this._req = { destroy() {} };
+            this._lost(this._req, err);
+            return;
+        }
         this._req = req;
         this._touch(req); // also bounds the wait for the answer itself
+    }
+
+    _opened(req, res) {
+        if (res.statusCode !== 200 || !/^text\/event-stream/.test(res.headers["content-type"] || "")) {
+            this._refused(req, res);
+            return;
+        }
+        this.connects += 1;
+        this._failures = 0;
+        const parser = new Parser((block) => this._block(block));
+        res.setEncoding("utf8");
+        res.on("data", (chunk) => {
+            this._touch(req);
+            parser.push(chunk);
+        });
+        res.on("end", () => this._lost(req, new GridKeyError("the sidecar closed the event stream")));
+        res.on("error", (err) => this._lost(req, err));
+        if (this.lastEventId !== null) {
+            this._setState(STATES.CONNECTED, null); // a resume knows where it stands already
+        } // else: connected once the sidecar names the newest event (after=now)
     }
 
     _touch(req) {
@@ -149,6 +164,9 @@ class EventStream extends EventEmitter {
 
     /** One complete block of fields: an event, or a data-less id that only moves the position. */
     _block({ id, type, data }) {
+        if (id !== null && !/^\d{1,18}$/.test(id)) {
+            id = null; // the sidecar's ids are numbers; anything else is not ours to send back in a header
+        }
         if (id !== null) {
             const n = Number(id);
             if (this.lastEventId !== null && Number.isSafeInteger(n) && n <= Number(this.lastEventId)) {
@@ -189,7 +207,8 @@ class EventStream extends EventEmitter {
                 detail,
             });
             const retryAfter = Number(res.headers["retry-after"]);
-            this._lost(req, err, Number.isFinite(retryAfter) ? retryAfter * 1000 : undefined);
+            const asked = Number.isFinite(retryAfter) ? Math.max(this.minDelayMs, retryAfter * 1000) : undefined;
+            this._lost(req, err, asked === undefined ? undefined : Math.min(asked, this.maxDelayMs * 10));
         });
     }
 

@@ -1,6 +1,7 @@
 /**
- * Small helpers every GridKey node uses: the config node lookup, status texts, and how a failed
- * request reaches a flow (node.error with the message, so Catch nodes see it).
+ * How a GridKey node reports: its status texts, the config node lookup (a node without a usable
+ * sidecar says so at once), and how a failure reaches the flow (node.error with the message, so
+ * Catch nodes see it, with the sidecar's problem details on msg).
  */
 "use strict";
 
@@ -68,17 +69,4 @@ function fail(node, msg, err, done) {
     }
 }
 
-/** A string from the node's own setting, else from the message; "" when neither has one. */
-function pick(configValue, ...candidates) {
-    if (typeof configValue === "string" && configValue.trim()) {
-        return configValue.trim();
-    }
-    for (const c of candidates) {
-        if (typeof c === "string" && c.trim()) {
-            return c.trim();
-        }
-    }
-    return "";
-}
-
-module.exports = { NS, short, streamStatus, errorStatus, sidecarOf, fail, pick };
+module.exports = { NS, short, streamStatus, errorStatus, sidecarOf, fail };

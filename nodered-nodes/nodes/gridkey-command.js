@@ -8,7 +8,8 @@
 
 module.exports = function (RED) {
     const { seg } = require("../lib/client");
-    const { sidecarOf, fail, pick } = require("../lib/status");
+    const { checkId, pick } = require("../lib/inputs");
+    const { sidecarOf, fail } = require("../lib/status");
 
     function GridKeyCommandNode(config) {
         RED.nodes.createNode(this, config);
@@ -20,20 +21,25 @@ module.exports = function (RED) {
                 fail(node, msg, new Error(RED._("gridkey-command.errors.no-sidecar")), done);
                 return;
             }
-            const group = pick(config.group, msg.group_id);
-            if (!group) {
-                fail(node, msg, new Error(RED._("gridkey-command.errors.group")), done);
-                return;
-            }
-            if (msg.payload === undefined) {
-                fail(node, msg, new Error(RED._("gridkey-command.errors.payload")), done);
+            let group;
+            try {
+                group = checkId(RED, pick(config.group, msg.group_id), RED._("gridkey-command.errors.group"));
+                if (msg.payload === undefined) {
+                    throw new Error(RED._("gridkey-command.errors.payload"));
+                }
+            } catch (err) {
+                fail(node, msg, err, done);
                 return;
             }
             node.status({ fill: "blue", shape: "dot", text: RED._("gridkey-command.status.sending") });
             try {
-                msg.payload = await sidecar.request("POST", `/v1/groups/${seg(group)}/commands`, {
+                const answer = await sidecar.request("POST", `/v1/groups/${seg(group)}/commands`, {
                     body: { command: msg.payload },
                 });
+                if (!answer || typeof answer !== "object") {
+                    throw new Error(RED._("gridkey-command.errors.answer"));
+                }
+                msg.payload = answer;
             } catch (err) {
                 fail(node, msg, err, done);
                 return;

@@ -9,7 +9,8 @@
 module.exports = function (RED) {
     const { GROUP_OPERATIONS } = require("../lib/constants");
     const { seg } = require("../lib/client");
-    const { sidecarOf, fail, pick } = require("../lib/status");
+    const { checkId, pick } = require("../lib/inputs");
+    const { sidecarOf, fail } = require("../lib/status");
 
     const CREATE_FIELDS = ["members", "suite", "mode", "rekey_interval_s"];
 
@@ -27,10 +28,7 @@ module.exports = function (RED) {
                 return { op, method: "GET", path: "/v1/groups", opts: {} };
             }
             const p = msg.payload && typeof msg.payload === "object" && !Array.isArray(msg.payload) ? msg.payload : {};
-            const group = pick(config.group, msg.group_id, p.group_id);
-            if (!group) {
-                throw new Error(RED._("gridkey-group.errors.group"));
-            }
+            const group = checkId(RED, pick(config.group, msg.group_id, p.group_id), RED._("gridkey-group.errors.group"));
             const base = `/v1/groups/${seg(group)}`;
             switch (op) {
                 case "create": {
@@ -58,10 +56,11 @@ module.exports = function (RED) {
                     return { op, group, method: "POST", path: `${base}/members`, opts: { body: { members } } };
                 }
                 case "remove-member": {
-                    const meter = pick("", msg.meter_id, typeof msg.payload === "string" ? msg.payload : "", p.meter_id);
-                    if (!meter) {
-                        throw new Error(RED._("gridkey-group.errors.meter"));
-                    }
+                    const meter = checkId(
+                        RED,
+                        pick("", msg.meter_id, typeof msg.payload === "string" ? msg.payload : "", p.meter_id),
+                        RED._("gridkey-group.errors.meter"),
+                    );
                     return { op, group, method: "DELETE", path: `${base}/members/${seg(meter)}`, opts: {} };
                 }
                 case "set-interval": {
@@ -90,7 +89,12 @@ module.exports = function (RED) {
             }
             node.status({ fill: "blue", shape: "dot", text: RED._(`gridkey-group.status.${req.op}`) });
             try {
-                msg.payload = await sidecar.request(req.method, req.path, req.opts);
+                const answer = await sidecar.request(req.method, req.path, req.opts);
+                const listing = req.op === "list" || req.op === "epochs";
+                if (listing ? !Array.isArray(answer) : !(answer && answer.group_id && Array.isArray(answer.members))) {
+                    throw new Error(RED._("gridkey-group.errors.answer"));
+                }
+                msg.payload = answer;
             } catch (err) {
                 fail(node, msg, err, done);
                 return;

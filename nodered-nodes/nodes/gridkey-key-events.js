@@ -7,7 +7,7 @@
 "use strict";
 
 module.exports = function (RED) {
-    const { KEY_EVENT_KINDS } = require("../lib/constants");
+    const { ID_RE, KEY_EVENT_KINDS } = require("../lib/constants");
     const { seg } = require("../lib/client");
     const { sidecarOf, streamStatus, errorStatus } = require("../lib/status");
 
@@ -16,8 +16,7 @@ module.exports = function (RED) {
         const node = this;
         const sidecar = sidecarOf(RED, node, config);
         const group = (config.group || "").trim();
-        const chosen = Array.isArray(config.kinds) && config.kinds.length ? config.kinds : ["epoch.committed"];
-        const kinds = new Set(chosen.filter((k) => KEY_EVENT_KINDS.includes(k)));
+        const kinds = new Set((Array.isArray(config.kinds) ? config.kinds : []).filter((k) => KEY_EVENT_KINDS.includes(k)));
         let current = null; // {epoch, key_id} of the group, for the status
 
         function showKey() {
@@ -49,6 +48,14 @@ module.exports = function (RED) {
 
         if (!sidecar) {
             return;
+        }
+        if (group && !ID_RE.test(group)) {
+            node.status({ fill: "red", shape: "ring", text: RED._("gridkey-key-events.errors.group") });
+            return;
+        }
+        if (kinds.size === 0) {
+            node.status({ fill: "red", shape: "ring", text: RED._("gridkey-key-events.errors.kinds") });
+            node.warn(RED._("gridkey-key-events.errors.kinds"));
         }
         const unsubscribe = sidecar.subscribe({
             event(ev) {

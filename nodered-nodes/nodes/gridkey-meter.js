@@ -7,7 +7,8 @@
 module.exports = function (RED) {
     const { METER_OPERATIONS, REVOCATION_REASONS } = require("../lib/constants");
     const { seg } = require("../lib/client");
-    const { sidecarOf, fail, pick } = require("../lib/status");
+    const { checkId, pick } = require("../lib/inputs");
+    const { sidecarOf, fail } = require("../lib/status");
 
     function GridKeyMeterNode(config) {
         RED.nodes.createNode(this, config);
@@ -30,10 +31,11 @@ module.exports = function (RED) {
                 }
                 return { op, method: "POST", path: "/v1/meters", opts: { body: { cert_pem: pem } } };
             }
-            const meter = pick(config.meter, msg.meter_id, typeof msg.payload === "string" ? msg.payload : "", p.meter_id);
-            if (!meter) {
-                throw new Error(RED._("gridkey-meter.errors.meter"));
-            }
+            const meter = checkId(
+                RED,
+                pick(config.meter, msg.meter_id, typeof msg.payload === "string" ? msg.payload : "", p.meter_id),
+                RED._("gridkey-meter.errors.meter"),
+            );
             if (op === "get") {
                 return { op, meter, method: "GET", path: `/v1/meters/${seg(meter)}`, opts: {} };
             }
@@ -58,7 +60,11 @@ module.exports = function (RED) {
             }
             node.status({ fill: "blue", shape: "dot", text: RED._(`gridkey-meter.status.${req.op}`) });
             try {
-                msg.payload = await sidecar.request(req.method, req.path, req.opts);
+                const answer = await sidecar.request(req.method, req.path, req.opts);
+                if (req.op === "list" ? !Array.isArray(answer) : !(answer && answer.meter_id)) {
+                    throw new Error(RED._("gridkey-meter.errors.answer"));
+                }
+                msg.payload = answer;
             } catch (err) {
                 fail(node, msg, err, done);
                 return;

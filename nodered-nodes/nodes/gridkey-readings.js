@@ -11,12 +11,13 @@
 "use strict";
 
 module.exports = function (RED) {
-    const { DEFAULTS } = require("../lib/constants");
+    const { DEFAULTS, ID_RE } = require("../lib/constants");
     const { seg } = require("../lib/client");
     const { sidecarOf, streamStatus, short, fail } = require("../lib/status");
     const { Slots } = require("../lib/slots");
 
     const MAX_FETCHES = 4; // value requests in flight per node: each may wait on the sidecar
+    const MAX_BACKLOG = 256; // readings waiting for a value; past this they go on without one
 
     function GridKeyReadingsNode(config) {
         RED.nodes.createNode(this, config);
@@ -26,9 +27,15 @@ module.exports = function (RED) {
         const values = config.values === true || config.values === "true";
         let count = 0;
         let closed = false;
+        let backlog = 0; // readings whose value is being fetched or waits for a slot
+        let warned = false;
         let queue = Promise.resolve(); // emits in arrival order while values are fetched side by side
 
         if (!sidecar) {
+            return;
+        }
+        if (group && !ID_RE.test(group)) {
+            node.status({ fill: "red", shape: "ring", text: RED._("gridkey-readings.errors.group") });
             return;
         }
 
@@ -53,6 +60,10 @@ module.exports = function (RED) {
         async function withValue(msg) {
             const p = msg.payload;
             const release = await slots.acquire();
+            if (closed) {
+                release();
+                return { msg };
+            }
             try {
                 const r = await sidecar.request("GET", `/v1/groups/${seg(p.group_id)}/readings/${seg(p.msg_id)}`, {
                     query: { wait: DEFAULTS.readingWaitS },
@@ -92,7 +103,21 @@ module.exports = function (RED) {
                     return;
                 }
                 const msg = metadata(ev);
-                const ready = values ? withValue(msg) : Promise.resolve({ msg });
+                let ready;
+                if (!values) {
+                    ready = Promise.resolve({ msg });
+                } else if (backlog >= MAX_BACKLOG) {
+                    // readings arrive faster than values can be fetched: keep the flow moving, say so
+                    msg.payload.value_status = "not-fetched";
+                    if (!warned) {
+                        warned = true;
+                        node.warn(RED._("gridkey-readings.errors.backlog", { n: MAX_BACKLOG }));
+                    }
+                    ready = Promise.resolve({ msg });
+                } else {
+                    backlog += 1;
+                    ready = withValue(msg).finally(() => (backlog -= 1));
+                }
                 queue = queue.then(() => ready).then(emit);
             },
             state(state, err) {

@@ -26,6 +26,9 @@ module.exports = function (RED) {
             }
         }
         const token = (node.credentials && node.credentials.token) || "";
+        if (config.tls && /^http:/i.test(config.url || "")) {
+            node.warn(RED._("gridkey-sidecar.errors.tls-on-http"));
+        }
         try {
             node.client = new SidecarClient({ baseUrl: config.url, token, tls, timeoutMs: node.timeoutMs });
         } catch (err) {
@@ -54,7 +57,11 @@ module.exports = function (RED) {
                 }
                 for (const s of subscribers) {
                     if (s.state) {
-                        s.state(state, err);
+                        try {
+                            s.state(state, err);
+                        } catch (e) {
+                            node.error(RED._("gridkey-sidecar.errors.subscriber", { error: e.message }));
+                        }
                     }
                 }
             });

@@ -55,6 +55,16 @@ describe("gridkey meter", function () {
         assert.equal((await world.api("GET", "/v1/meters/meter-new")).status, "revoked");
     });
 
+    it("keeps the token as a credential, out of the flow configuration", async function () {
+        const token = world.token(["read"]);
+        await load({ operation: "list" }, { token });
+        assert.equal(helper.getNode("sc").credentials.token, token);
+        const flows = JSON.stringify(helper._redNodes.getFlows());
+        assert.ok(flows.includes('"gridkey-sidecar"'));
+        assert.equal(flows.includes(token), false);
+        assert.equal(/"token"/.test(flows), false);
+    });
+
     it("takes the meter from its own setting over the message", async function () {
         const { m, out } = await load({ operation: "get", meter: world.ids[1] });
         m.receive({ topic: "revoke", meter_id: world.ids[2] }); // neither the topic nor the id win

@@ -2,7 +2,7 @@
 
 const assert = require("node:assert/strict");
 const { mount, runtimeHooks, statuses } = require("./support/nodered");
-const { World, waitFor } = require("./support/world");
+const { World, waitFor, sleep } = require("./support/world");
 
 const GROUP = "feeder-r";
 
@@ -58,20 +58,51 @@ describe("gridkey rekey", function () {
         assert.deepEqual(seen.at(-1), { fill: "green", shape: "dot", text: "gridkey-rekey.status.committed" });
     });
 
-    it("a rekey requested while a negotiation runs waits for the epoch after it", async function () {
-        const flow = await mount(world, [rekeyNode()]);
-        const r = flow.node("r");
-        const before = (await world.api("GET", `/v1/groups/${GROUP}`)).epoch;
-        r.receive({ _n: 1 });
-        r.receive({ _n: 2 }); // lands while the first one's negotiation is under way
-        const first = await flow.wire("ok").next(1);
-        const second = await flow.wire("ok").next(2);
-        const byN = Object.fromEntries([first, second].map((m) => [m._n, m.payload]));
-        assert.equal(byN[1].epoch, before + 1);
-        assert.ok(byN[2].target_epoch >= before + 2, JSON.stringify(byN[2]));
-        assert.ok(byN[2].epoch >= byN[2].target_epoch);
-        assert.notEqual(byN[1].key_id, byN[2].key_id);
-        assert.equal(await world.waitEpoch(GROUP, byN[2].epoch), byN[2].key_id);
+    /** Meters enrolled at the sidecar but not running: a negotiation that includes them waits for its deadline. */
+    async function offline(...ids) {
+        for (const id of ids) {
+            await world.api("POST", "/v1/meters", { cert_pem: world.issueCert(id) });
+        }
+        return ids;
+    }
+
+    it("a rekey requested while a negotiation runs is carried by the next one", async function () {
+        const running = world.ids.slice(0, 3);
+        const [late] = await offline("late-1");
+        // epoch 1 waits for the offline meter until its deadline (4 s), then restarts without it
+        await world.api("POST", "/v1/groups", { group_id: "slow", members: [...running, late] });
+        const flow = await mount(world, [rekeyNode({ id: "r-slow", group: "slow" })]);
+        const live = (await world.api("GET", "/v1/groups/slow")).session;
+        assert.equal(live.epoch, 1);
+        assert.equal(live.state, "round1"); // still under way, with the roster from before the message
+        flow.node("r-slow").receive({});
+        const out = (await flow.wire("ok").next(1, 40000)).payload;
+        assert.equal(out.epoch, 2, JSON.stringify(out));
+        assert.deepEqual([...out.members].sort(), running);
+        assert.equal(await world.waitEpoch("slow", 2, running), out.key_id);
+        assert.deepEqual(out.aborts, []); // epoch 1's restart was not this rekey's
+        const epochs = await world.api("GET", "/v1/groups/slow/epochs");
+        assert.equal(epochs.find((e) => e.epoch === 1).trigger.includes("manual"), false);
+        assert.equal(epochs.find((e) => e.epoch === 2).trigger, "manual");
+    });
+
+    it("follows its request into the session that replaces a superseded one", async function () {
+        const running = world.ids.slice(3, 6);
+        const [gone] = await offline("gone-1");
+        await world.api("POST", "/v1/groups", { group_id: "superseded", members: [...running, gone] });
+        const flow = await mount(world, [rekeyNode({ id: "r-sup", group: "superseded" })]);
+        flow.node("r-sup").receive({});
+        await waitFor("the rekey to be queued", async () =>
+            (await world.api("GET", "/v1/audit?limit=1000")).some((e) => e.action === "group.rekey" && e.subject === "superseded"),
+        );
+        // removing the offline meter supersedes the epoch-1 negotiation; its replacement, epoch 1
+        // again, takes the rekey up: the node must not wait for an epoch 2 that nothing starts
+        await world.api("DELETE", `/v1/groups/superseded/members/${gone}`);
+        const out = (await flow.wire("ok").next(1, 20000)).payload;
+        assert.equal(out.epoch, 1, JSON.stringify(out));
+        assert.ok(out.trigger.split(",").includes("manual"), out.trigger);
+        assert.equal(await world.waitEpoch("superseded", 1, running), out.key_id);
+        assert.equal(flow.wire("failed").got.length, 0);
     });
 
     it("takes the group from msg.group_id and sends an unknown group to Catch", async function () {
@@ -115,16 +146,69 @@ describe("gridkey rekey", function () {
 
     it("survives a redeploy mid-wait without an output after close", async function () {
         let flow = await mount(world, [rekeyNode()]);
+        const before = (await world.api("GET", `/v1/groups/${GROUP}`)).epoch;
+        await flow.node("sc").stream.whenConnected(10000);
         flow.node("r").receive({});
         const ok = flow.wire("ok");
-        await require("./support/nodered").helper.unload();
-        await waitFor("the rekey to commit anyway", async () => {
-            const g = await world.api("GET", `/v1/groups/${GROUP}`);
-            return g.session && g.session.state === "committed";
-        });
+        await waitFor("the request to reach the sidecar", async () => (await world.api("GET", `/v1/groups/${GROUP}`)).session.epoch > before);
+        await require("./support/nodered").helper.unload(); // a redeploy while the node waits
+        await world.waitEpoch(GROUP, before + 1); // the rekey goes on without the node
+        await sleep(300);
         assert.equal(ok.got.length, 0);
         flow = await mount(world, [rekeyNode()]); // and a new instance works as before
         flow.node("r").receive({});
-        assert.equal((await flow.wire("ok").next(1)).payload.group_id, GROUP);
+        assert.equal((await flow.wire("ok").next(1)).payload.epoch, before + 2);
+    });
+});
+
+describe("gridkey rekey, when the meters go dark", function () {
+    this.timeout(60000);
+    let world;
+
+    before(async function () {
+        world = await new World({ meters: 3, controller: false }).start();
+        await world.api("POST", "/v1/groups", { group_id: "dark-feeder", members: world.ids });
+        await world.waitEpoch("dark-feeder", 1);
+    });
+    after(async function () {
+        if (world) {
+            // Meters that vanish mid-observation make aiocoap 0.4.17 log "'bool' object is not
+            // iterable" from Pipe._any_interest under GkResource.render_to_pipe: the open issue
+            // "Tests that can fail, and a fleet that survives the field" (item 2) tracks it.
+            // Only that traceback is tolerated here.
+            const known = [/aiocoap\/pipe\.py[\s\S]*_any_interest[\s\S]*'bool' object is not iterable/, /Logger\._log\(\) got an unexpected keyword argument 'exception'/];
+            assert.deepEqual(world.tracebacks(known), []);
+            await world.stop();
+        }
+    });
+    runtimeHooks();
+
+    it("with Abort ticked, ends on output 2 at the first aborted attempt", async function () {
+        const flow = await mount(world, [
+            { id: "r-ab", type: "gridkey-rekey", sidecar: "sc", group: "dark-feeder", wait: 30, failOnAbort: true, wires: [["ok"], ["failed"]] },
+        ]);
+        await flow.node("sc").stream.whenConnected(10000);
+        await world.fleet.kill("SIGKILL"); // every meter stops answering at once
+        flow.node("r-ab").receive({});
+        const failed = (await flow.wire("failed").next(1, 40000)).payload;
+        assert.equal(failed.reason, "aborted", JSON.stringify(failed));
+        assert.equal(failed.detail, "timeout");
+        assert.equal(failed.aborts.length, 1);
+        assert.equal(failed.target_epoch, 2);
+        for (const m of world.ids) {
+            assert.ok(failed.aborts[0].excluded.includes(m), `${m} excluded`);
+        }
+        assert.equal(flow.wire("ok").got.length, 0);
+    });
+
+    it("with every meter lagging after that, the next rekey cannot start: idle", async function () {
+        const flow = await mount(world, [
+            { id: "r-wait", type: "gridkey-rekey", sidecar: "sc", group: "dark-feeder", wait: 6, wires: [["ok"], ["failed"]] },
+        ]);
+        flow.node("r-wait").receive({});
+        const failed = (await flow.wire("failed").next(1, 20000)).payload;
+        assert.equal(failed.reason, "idle", JSON.stringify(failed));
+        assert.match(failed.detail, /fewer than two active members/);
+        assert.equal(flow.wire("ok").got.length, 0);
     });
 });

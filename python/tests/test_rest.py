@@ -216,8 +216,13 @@ def test_group_endpoints(world, client):
 
     r = client.post("/v1/groups/grp-a/rekey", headers=h)
     assert r.status_code == 202 and r.get_json()["group_id"] == "grp-a"
-    # epoch 1 is still being negotiated (with its roster from before): the rekey is epoch 2
-    assert r.get_json()["epoch"] == 0 and r.get_json()["target_epoch"] == 2
+    # epoch 1 is still being negotiated with its roster from before: the rekey waits for the next
+    # session, which names the request (epoch 1 again if this one is superseded, else epoch 2)
+    assert r.get_json()["epoch"] == 0 and r.get_json()["target_epoch"] == 1
+    rid = r.get_json()["request_id"]
+    with world.store.read() as conn:
+        manual = select(t.pending_changes.c.id).where(t.pending_changes.c.kind == "manual")
+        assert conn.execute(manual).scalars().all() == [rid]
     assert client.get("/v1/groups/grp-a/epochs?limit=5", headers=h).get_json() == []
 
     r = client.get("/v1/meters/meter-1/groups")

@@ -266,13 +266,31 @@ class World {
         await this.startSidecar();
     }
 
-    /** Lines of the sidecar log that record an unhandled exception (a test fails on any). */
-    tracebacks() {
+    /**
+     * The unhandled exceptions the sidecar logged, one string per traceback (a test fails on any).
+     * `known` lists patterns of tracebacks an open issue tracks; those are left out, nothing else.
+     */
+    tracebacks(known = []) {
+        let text;
         try {
-            return fs.readFileSync(this.sidecar.logPath, "utf8").split("\n").filter((l) => l.startsWith("Traceback"));
+            text = fs.readFileSync(this.sidecar.logPath, "utf8");
         } catch (_) {
             return [];
         }
+        // a block runs from "Traceback" to the exception line (the first unindented line after it)
+        const blocks = [];
+        const lines = text.split("\n");
+        for (let i = 0; i < lines.length; i++) {
+            if (lines[i].startsWith("Traceback")) {
+                let j = i + 1;
+                while (j < lines.length && (lines[j].startsWith(" ") || lines[j] === "")) {
+                    j++;
+                }
+                blocks.push(lines.slice(i, j + 1).join("\n"));
+                i = j;
+            }
+        }
+        return blocks.filter((b) => !known.some((re) => re.test(b)));
     }
 
     async stop() {

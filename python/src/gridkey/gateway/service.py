@@ -632,22 +632,25 @@ class Gateway:
 
     @retrying
     def request_rekey(self, group_id: str, *, actor: str, trigger: str = "manual") -> dict:
-        """The group after the request, with ``target_epoch``: the first epoch negotiated after it.
+        """The group after the request, with ``request_id`` and ``target_epoch``.
 
-        A negotiation already under way keeps its roster and ephemerals from before the request,
-        so the rekey waits for the next epoch; a caller that needs fresh keys (a tamper alarm)
-        waits for ``epoch.committed`` with ``epoch >= target_epoch``.
+        The request is a pending change that the group's next negotiation takes up; a negotiation
+        already under way keeps the roster and ephemerals it started with. ``session.started``
+        lists the ``requests`` it takes up, so a caller that needs keys made after its request (a
+        tamper alarm) waits for that session's epoch to be committed. ``target_epoch`` is the
+        lowest epoch that can carry the request (a superseded session is replaced by one of the
+        same number, so it is a bound, not a promise).
         """
         now = self.clock()
         with self._tx() as tx:
             g = self._group_row(tx, group_id)
             live = self._live_session(tx.conn, group_id)
-            target = (live.epoch if live is not None else g.current_epoch) + 1
-            self._change(tx, group_id, trigger, None, now)
-            self._audit(tx, actor, "group.rekey", group_id, trigger=trigger)
-            self._emit(tx, "rekey.requested", group_id=group_id, trigger=trigger, target_epoch=target)
+            target = live.epoch if live is not None else g.current_epoch + 1
+            rid = self._change(tx, group_id, trigger, None, now)
+            self._audit(tx, actor, "group.rekey", group_id, trigger=trigger, request_id=rid)
+            self._emit(tx, "rekey.requested", group_id=group_id, trigger=trigger, request_id=rid)
             self._maybe_start(tx, group_id, now, force=True)
-        return {**self.get_group(group_id), "target_epoch": target}
+        return {**self.get_group(group_id), "request_id": rid, "target_epoch": target}
 
     @retrying
     def rejoin_signed(self, group_id: str, request: bytes) -> dict:
@@ -757,10 +760,12 @@ class Gateway:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def _change(self, tx: _Tx, group_id: str, kind: str, meter_id: str | None, now: int) -> None:
-        tx.conn.execute(
+    def _change(self, tx: _Tx, group_id: str, kind: str, meter_id: str | None, now: int) -> int:
+        """Queue a change for the group's next negotiation; returns its id (named by session.started)."""
+        res = tx.conn.execute(
             insert(pending_changes).values(group_id=group_id, kind=kind, meter_id=meter_id, requested_at=now)
         )
+        return res.inserted_primary_key[0]
 
     def _live_session(self, conn: Connection, group_id: str, lock: bool = False):
         stmt = (
@@ -783,9 +788,17 @@ class Gateway:
         if joins_only and not force and now - min(p.requested_at for p in pend) < self.config.join_window_ms:
             return  # wait for more joins; tick() comes back
         tx.conn.execute(delete(pending_changes).where(pending_changes.c.group_id == group_id))
-        self._start(tx, g, now, trigger=",".join(kinds), epoch=g.current_epoch + 1)
+        requests = sorted(p.id for p in pend)
+        self._start(tx, g, now, trigger=",".join(kinds), epoch=g.current_epoch + 1, requests=requests)
 
-    def _start(self, tx: _Tx, g, now: int, *, trigger: str, epoch: int) -> bool:
+    def _start(self, tx: _Tx, g, now: int, *, trigger: str, epoch: int, requests: list[int] | None = None) -> bool:
+        """Start a negotiation of ``epoch``; ``requests`` are the pending changes it takes up.
+
+        ``session.started`` (or ``session.idle``, when it cannot start) names those requests, so a
+        caller waiting on a rekey learns which epoch carries it, even when a superseded session is
+        replaced by one of the same epoch number.
+        """
+        requests = list(requests or [])
         rows = tx.conn.execute(
             select(meters)
             .join(memberships, memberships.c.meter_id == meters.c.meter_id)
@@ -805,7 +818,9 @@ class Gateway:
             except GatewayError as exc:  # e.g. expired or revoked at the CA: leave it out, say so
                 self._emit(tx, "member.skipped", group_id=g.group_id, meter_id=r.meter_id, reason=exc.detail)
         if len(members) < 2:
-            self._emit(tx, "session.idle", group_id=g.group_id, reason="fewer than two active members")
+            self._emit(
+                tx, "session.idle", group_id=g.group_id, reason="fewer than two active members", requests=requests
+            )
             return False
         attempt = tx.conn.execute(
             select(func.count())
@@ -857,6 +872,7 @@ class Gateway:
             trigger=trigger,
             members=ids,
             mode="attested" if g.mode else "e2e",
+            requests=requests,
         )
         self._audit(tx, "gateway", "session.start", g.group_id, epoch=epoch, attempt=attempt, trigger=trigger)
         checkpoint("session-started")

@@ -9,12 +9,14 @@ variable. Bounded: the oldest entries go first, so a long-running sidecar does n
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
 CAPACITY = 4096
+MAX_VALUE_BYTES = 2048  # a meter reading is tens of bytes; 4096 x 2 KiB bounds the cache at ~8 MiB
 
 
 class DeliveredReadings:
@@ -29,7 +31,11 @@ class DeliveredReadings:
     def on_agent_event(self, kind: str, info: dict[str, Any]) -> None:
         """A :class:`~gridkey.meter.agent.MeterAgent` ``on_event`` hook: keeps the ``reading`` events."""
         if kind == "reading" and isinstance(info.get("digest"), str):
-            self.add(info["digest"], {k: info[k] for k in ("from", "epoch", "seq", "value") if k in info})
+            entry = {k: info[k] for k in ("from", "epoch", "seq", "value") if k in info}
+            size = len(json.dumps(entry.get("value"), separators=(",", ":"), default=str))
+            if size > MAX_VALUE_BYTES:  # bounded memory: a member may send up to 16 KiB per reading
+                entry["value"] = {"omitted": f"{size} bytes, larger than {MAX_VALUE_BYTES}"}
+            self.add(info["digest"], entry)
 
     def add(self, digest: str, entry: dict[str, Any]) -> None:
         with self._cond:

@@ -419,7 +419,14 @@ def create_app(
         """Add what the sidecar's controller decrypted (a key holder's view), if it hosts one."""
         if reading_values is None:
             return {**reading, "value_status": "no-controller"}
-        got = reading_values(reading["group_id"], reading["digest"], wait_s)
+        release = live.long_polls.try_acquire() if wait_s > 0 else None
+        if release is None:
+            wait_s = 0.0  # every waiting slot is taken (or none was asked for): answer at once
+        try:
+            got = reading_values(reading["group_id"], reading["digest"], wait_s)
+        finally:
+            if release is not None:
+                release()
         if got is None:  # not a member of that epoch, no key yet, or refused (forged, replayed)
             return {**reading, "value_status": "not-delivered"}
         return {**reading, "value_status": "decrypted", "value": got.get("value")}

@@ -128,15 +128,22 @@ SCHEMAS: dict[str, Any] = {
             _ref("Group"),
             {
                 "type": "object",
-                "required": ["target_epoch"],
+                "required": ["request_id", "target_epoch"],
                 "properties": {
+                    "request_id": {
+                        "type": "integer",
+                        "description": (
+                            "the pending change this request queued; the `session.started` (or `session.idle`) "
+                            "event whose `requests` lists it names the epoch that carries the rekey"
+                        ),
+                    },
                     "target_epoch": {
                         "type": "integer",
                         "description": (
-                            "the first epoch negotiated after this request (a negotiation already under way "
-                            "keeps its older roster): wait for `epoch.committed` with `epoch >= target_epoch`"
+                            "the lowest epoch that can carry this request (a negotiation already under way keeps "
+                            "its roster and ephemerals; a superseded one is replaced by one of the same number)"
                         ),
-                    }
+                    },
                 },
             },
         ]
