@@ -9,6 +9,7 @@
 module.exports = function (RED) {
     const { seg } = require("../lib/client");
     const { checkId, pick } = require("../lib/inputs");
+    const { handleWith } = require("../lib/operation");
     const { sidecarOf, fail } = require("../lib/status");
 
     function GridKeyCommandNode(config) {
@@ -16,42 +17,31 @@ module.exports = function (RED) {
         const node = this;
         const sidecar = sidecarOf(RED, node, config);
 
-        node.on("input", async function (msg, send, done) {
-            if (!sidecar) {
-                fail(node, msg, new Error(RED._("gridkey-command.errors.no-sidecar")), done);
-                return;
-            }
-            let group;
-            try {
-                group = checkId(RED, pick(config.group, msg.group_id), RED._("gridkey-command.errors.group"));
-                if (msg.payload === undefined) {
-                    throw new Error(RED._("gridkey-command.errors.payload"));
-                }
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            node.status({ fill: "blue", shape: "dot", text: RED._("gridkey-command.status.sending") });
-            try {
-                const answer = await sidecar.request("POST", `/v1/groups/${seg(group)}/commands`, {
-                    body: { command: msg.payload },
-                });
-                if (!answer || typeof answer !== "object") {
-                    throw new Error(RED._("gridkey-command.errors.answer"));
-                }
-                msg.payload = answer;
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            node.status({
-                fill: "green",
-                shape: "dot",
-                text: RED._("gridkey-command.status.sent", { group, epoch: msg.payload.epoch }),
-            });
-            send(msg);
-            done();
-        });
+        if (!sidecar) {
+            node.on("input", (msg, send, done) => fail(node, msg, new Error(RED._("gridkey-command.errors.no-sidecar")), done));
+            return;
+        }
+        node.on(
+            "input",
+            handleWith(node, sidecar, {
+                build(msg) {
+                    const group = checkId(RED, pick(config.group, msg.group_id), RED._("gridkey-command.errors.group"));
+                    if (msg.payload === undefined) {
+                        throw new Error(RED._("gridkey-command.errors.payload"));
+                    }
+                    const body = { command: msg.payload };
+                    return { group, method: "POST", path: `/v1/groups/${seg(group)}/commands`, opts: { body } };
+                },
+                busy: () => RED._("gridkey-command.status.sending"),
+                accept: (req, answer) => Boolean(answer && typeof answer === "object" && !Array.isArray(answer)),
+                badAnswer: RED._("gridkey-command.errors.answer"),
+                outcome: (req, answer) => ({
+                    fill: "green",
+                    shape: "dot",
+                    text: RED._("gridkey-command.status.sent", { group: req.group, epoch: answer.epoch }),
+                }),
+            }),
+        );
     }
 
     RED.nodes.registerType("gridkey-command", GridKeyCommandNode);

@@ -10,6 +10,7 @@ module.exports = function (RED) {
     const { GROUP_OPERATIONS } = require("../lib/constants");
     const { seg } = require("../lib/client");
     const { checkId, pick } = require("../lib/inputs");
+    const { handleWith } = require("../lib/operation");
     const { sidecarOf, fail } = require("../lib/status");
 
     const CREATE_FIELDS = ["members", "suite", "mode", "rekey_interval_s"];
@@ -75,43 +76,33 @@ module.exports = function (RED) {
             }
         }
 
-        node.on("input", async function (msg, send, done) {
-            if (!sidecar) {
-                fail(node, msg, new Error(RED._("gridkey-group.errors.no-sidecar")), done);
-                return;
-            }
-            let req;
-            try {
-                req = requestFor(msg);
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            node.status({ fill: "blue", shape: "dot", text: RED._(`gridkey-group.status.${req.op}`) });
-            try {
-                const answer = await sidecar.request(req.method, req.path, req.opts);
-                const listing = req.op === "list" || req.op === "epochs";
-                if (listing ? !Array.isArray(answer) : !(answer && answer.group_id && Array.isArray(answer.members))) {
-                    throw new Error(RED._("gridkey-group.errors.answer"));
-                }
-                msg.payload = answer;
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            const g = msg.payload;
-            let text;
-            if (req.op === "list") {
-                text = RED._("gridkey-group.status.listed", { n: g.length });
-            } else if (req.op === "epochs") {
-                text = RED._("gridkey-group.status.epochs-done", { n: g.length, group: req.group });
-            } else {
-                text = RED._("gridkey-group.status.group", { group: g.group_id, epoch: g.epoch, n: g.members.length });
-            }
-            node.status({ fill: "green", shape: "dot", text });
-            send(msg);
-            done();
-        });
+        if (!sidecar) {
+            node.on("input", (msg, send, done) => fail(node, msg, new Error(RED._("gridkey-group.errors.no-sidecar")), done));
+            return;
+        }
+        node.on(
+            "input",
+            handleWith(node, sidecar, {
+                build: requestFor,
+                busy: (req) => RED._(`gridkey-group.status.${req.op}`),
+                accept: (req, answer) =>
+                    req.op === "list" || req.op === "epochs"
+                        ? Array.isArray(answer)
+                        : Boolean(answer && answer.group_id && Array.isArray(answer.members)),
+                badAnswer: RED._("gridkey-group.errors.answer"),
+                outcome: (req, g) => {
+                    let text;
+                    if (req.op === "list") {
+                        text = RED._("gridkey-group.status.listed", { n: g.length });
+                    } else if (req.op === "epochs") {
+                        text = RED._("gridkey-group.status.epochs-done", { n: g.length, group: req.group });
+                    } else {
+                        text = RED._("gridkey-group.status.group", { group: g.group_id, epoch: g.epoch, n: g.members.length });
+                    }
+                    return { fill: "green", shape: "dot", text };
+                },
+            }),
+        );
     }
 
     RED.nodes.registerType("gridkey-group", GridKeyGroupNode);

@@ -8,6 +8,7 @@ module.exports = function (RED) {
     const { METER_OPERATIONS, REVOCATION_REASONS } = require("../lib/constants");
     const { seg } = require("../lib/client");
     const { checkId, pick } = require("../lib/inputs");
+    const { handleWith } = require("../lib/operation");
     const { sidecarOf, fail } = require("../lib/status");
 
     function GridKeyMeterNode(config) {
@@ -46,37 +47,27 @@ module.exports = function (RED) {
             return { op, meter, method: "POST", path: `/v1/meters/${seg(meter)}/revoke`, opts: { body: { reason } } };
         }
 
-        node.on("input", async function (msg, send, done) {
-            if (!sidecar) {
-                fail(node, msg, new Error(RED._("gridkey-meter.errors.no-sidecar")), done);
-                return;
-            }
-            let req;
-            try {
-                req = requestFor(msg);
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            node.status({ fill: "blue", shape: "dot", text: RED._(`gridkey-meter.status.${req.op}`) });
-            try {
-                const answer = await sidecar.request(req.method, req.path, req.opts);
-                if (req.op === "list" ? !Array.isArray(answer) : !(answer && answer.meter_id)) {
-                    throw new Error(RED._("gridkey-meter.errors.answer"));
-                }
-                msg.payload = answer;
-            } catch (err) {
-                fail(node, msg, err, done);
-                return;
-            }
-            const text =
-                req.op === "list"
-                    ? RED._("gridkey-meter.status.listed", { n: msg.payload.length })
-                    : `${msg.payload.meter_id}: ${msg.payload.status}`;
-            node.status({ fill: req.op === "revoke" ? "yellow" : "green", shape: "dot", text });
-            send(msg);
-            done();
-        });
+        if (!sidecar) {
+            node.on("input", (msg, send, done) => fail(node, msg, new Error(RED._("gridkey-meter.errors.no-sidecar")), done));
+            return;
+        }
+        node.on(
+            "input",
+            handleWith(node, sidecar, {
+                build: requestFor,
+                busy: (req) => RED._(`gridkey-meter.status.${req.op}`),
+                accept: (req, answer) => (req.op === "list" ? Array.isArray(answer) : Boolean(answer && answer.meter_id)),
+                badAnswer: RED._("gridkey-meter.errors.answer"),
+                outcome: (req, answer) => ({
+                    fill: req.op === "revoke" ? "yellow" : "green",
+                    shape: "dot",
+                    text:
+                        req.op === "list"
+                            ? RED._("gridkey-meter.status.listed", { n: answer.length })
+                            : `${answer.meter_id}: ${answer.status}`,
+                }),
+            }),
+        );
     }
 
     RED.nodes.registerType("gridkey-meter", GridKeyMeterNode);

@@ -1,45 +1,35 @@
 "use strict";
 
 const assert = require("node:assert/strict");
-const { mount, runtimeHooks } = require("./support/nodered");
+const { mount, withWorld } = require("./support/nodered");
 const { World, waitFor } = require("./support/world");
 
 const GROUP = "feeder-c";
 
 describe("gridkey command", function () {
     this.timeout(120000);
-    let world;
-
-    before(async function () {
-        world = await new World({ meters: 5 }).start();
+    const ctx = withWorld({ meters: 5 }, async (world) => {
         await world.api("POST", "/v1/groups", { group_id: GROUP, members: [...world.ids, "controller"] });
         await world.waitEpoch(GROUP, 1);
     });
-    after(async function () {
-        if (world) {
-            assert.deepEqual(world.tracebacks(), []);
-            await world.stop();
-        }
-    });
-    runtimeHooks();
 
     function commandsAt(meterId) {
-        const status = JSON.parse(require("node:fs").readFileSync(world.statusFile, "utf8"));
+        const status = JSON.parse(require("node:fs").readFileSync(ctx.world.statusFile, "utf8"));
         return status.meters.find((m) => m.meter_id === meterId).commands;
     }
 
     it("sends msg.payload as a signed group command that every meter decrypts", async function () {
-        const flow = await mount(world, [{ id: "c", type: "gridkey-command", sidecar: "sc", group: GROUP, wires: [["out"]] }]);
+        const flow = await mount(ctx.world, [{ id: "c", type: "gridkey-command", sidecar: "sc", group: GROUP, wires: [["out"]] }]);
         const command = { shed: 10, until: "18:00", note: "démo" };
         flow.node("c").receive({ payload: command });
         const answer = (await flow.wire("out").next(1)).payload;
         assert.equal(answer.group_id, GROUP);
         assert.equal(answer.epoch, 1);
-        assert.equal(answer.key_id, world.fleetKeys(GROUP)[world.ids[0]].key_id);
+        assert.equal(answer.key_id, ctx.world.fleetKeys(GROUP)[ctx.world.ids[0]].key_id);
         await waitFor("the command at every meter", () =>
-            world.ids.every((m) => (commandsAt(m) || []).some((c) => JSON.stringify(c.command) === JSON.stringify(command))),
+            ctx.world.ids.every((m) => (commandsAt(m) || []).some((c) => JSON.stringify(c.command) === JSON.stringify(command))),
         );
-        for (const m of world.ids) {
+        for (const m of ctx.world.ids) {
             const got = commandsAt(m).find((c) => c.command.shed === 10);
             assert.equal(got.from, "controller");
             assert.equal(got.epoch, 1);
@@ -47,7 +37,7 @@ describe("gridkey command", function () {
     });
 
     it("refuses an empty payload and an unknown group, through Catch", async function () {
-        const flow = await mount(world, [{ id: "c", type: "gridkey-command", sidecar: "sc", group: "", wires: [["out"]] }]);
+        const flow = await mount(ctx.world, [{ id: "c", type: "gridkey-command", sidecar: "sc", group: "", wires: [["out"]] }]);
         flow.node("c").receive({ group_id: GROUP });
         assert.match((await flow.caught.next(1)).error.message, /gridkey-command.errors.payload/);
         flow.node("c").receive({ group_id: "nope", payload: { shed: 1 } });

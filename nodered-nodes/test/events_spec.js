@@ -132,6 +132,17 @@ describe("event stream client", function () {
         assert.equal(server.requests.length, 2);
     });
 
+    it("does not spin on Retry-After: 0", async function () {
+        server = await scriptedServer((n, req, res) => {
+            res.writeHead(503, { "content-type": "application/problem+json", "retry-after": "0" });
+            res.end(JSON.stringify({ status: 503, detail: "busy" }));
+        });
+        connect({ minDelayMs: 200 });
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.ok(server.requests.length <= 6, `${server.requests.length} requests in 1 s`);
+        assert.match(stream.lastError.message, /503 busy/);
+    });
+
     it("replaces a connection that went silent", async function () {
         server = await scriptedServer((n, req, res) => {
             sse(res);

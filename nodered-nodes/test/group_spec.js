@@ -1,45 +1,33 @@
 "use strict";
 
 const assert = require("node:assert/strict");
-const { mount, runtimeHooks } = require("./support/nodered");
-const { World } = require("./support/world");
+const { mount, withWorld } = require("./support/nodered");
 
 describe("gridkey group", function () {
     this.timeout(120000);
-    let world;
-
-    before(async function () {
-        world = await new World({ meters: 4, controller: false }).start();
-    });
-    after(async function () {
-        if (world) {
-            assert.deepEqual(world.tracebacks(), []);
-            await world.stop();
-        }
-    });
-    runtimeHooks();
+    const ctx = withWorld({ meters: 4, controller: false });
 
     const groupNode = (extra) => ({ id: "g", type: "gridkey-group", sidecar: "sc", wires: [["out"]], ...extra });
 
     it("creates a group, adds and removes members, sets the interval, lists groups and epochs", async function () {
-        const flow = await mount(world, [groupNode({ operation: "topic", group: "feeder-g" })]);
+        const flow = await mount(ctx.world, [groupNode({ operation: "topic", group: "feeder-g" })]);
         const g = flow.node("g");
         const out = flow.wire("out");
-        const [a, b, c, d] = world.ids;
+        const [a, b, c, d] = ctx.world.ids;
 
         g.receive({ topic: "create", payload: { members: [a, b, c], mode: "e2e", suite: "GK1" } });
         const created = (await out.next(1)).payload;
         assert.equal(created.group_id, "feeder-g");
         assert.deepEqual(created.members.map((m) => m.meter_id), [a, b, c]);
-        const k1 = await world.waitEpoch("feeder-g", 1, [a, b, c]);
+        const k1 = await ctx.world.waitEpoch("feeder-g", 1, [a, b, c]);
 
         g.receive({ topic: "add-members", payload: [d] });
         assert.equal((await out.next(2)).payload.members.length, 4);
-        const k2 = await world.waitEpoch("feeder-g", 2, [a, b, c, d]);
+        const k2 = await ctx.world.waitEpoch("feeder-g", 2, [a, b, c, d]);
 
         g.receive({ topic: "remove-member", meter_id: b });
         assert.deepEqual((await out.next(3)).payload.members.map((m) => m.meter_id), [a, c, d]);
-        await world.waitEpoch("feeder-g", 3, [a, c, d]);
+        await ctx.world.waitEpoch("feeder-g", 3, [a, c, d]);
 
         g.receive({ topic: "set-interval", payload: 3600 });
         assert.equal((await out.next(4)).payload.rekey_interval_s, 3600);
@@ -47,7 +35,7 @@ describe("gridkey group", function () {
         g.receive({ topic: "get" });
         const got = (await out.next(5)).payload;
         assert.equal(got.epoch, 3);
-        assert.equal(got.key_id, world.fleetKeys("feeder-g")[a].key_id);
+        assert.equal(got.key_id, ctx.world.fleetKeys("feeder-g")[a].key_id);
 
         g.receive({ topic: "epochs", payload: { limit: 10 } });
         const epochs = (await out.next(6)).payload;
@@ -62,7 +50,7 @@ describe("gridkey group", function () {
     });
 
     it("takes the group from msg.group_id and sends the sidecar's refusals to Catch", async function () {
-        const flow = await mount(world, [groupNode({ operation: "topic", group: "" })]);
+        const flow = await mount(ctx.world, [groupNode({ operation: "topic", group: "" })]);
         const g = flow.node("g");
         g.receive({ topic: "create", group_id: "bad-g", payload: { members: ["no-such-meter"] } });
         const refused = await flow.caught.next(1);

@@ -3,26 +3,15 @@
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const path = require("node:path");
-const { helper, mount, runtimeHooks, statuses } = require("./support/nodered");
-const { World } = require("./support/world");
+const { REVOCATION_REASONS } = require("../lib/constants");
+const { helper, mount, statuses, withWorld } = require("./support/nodered");
 
 describe("gridkey meter", function () {
     this.timeout(90000);
-    let world;
-
-    before(async function () {
-        world = await new World({ meters: 3, controller: false }).start();
-    });
-    after(async function () {
-        if (world) {
-            assert.deepEqual(world.tracebacks(), []);
-            await world.stop();
-        }
-    });
-    runtimeHooks();
+    const ctx = withWorld({ meters: 3, controller: false });
 
     async function load(meterConfig, opts) {
-        const flow = await mount(world, [{ id: "m", type: "gridkey-meter", sidecar: "sc", wires: [["out"]], ...meterConfig }], opts);
+        const flow = await mount(ctx.world, [{ id: "m", type: "gridkey-meter", sidecar: "sc", wires: [["out"]], ...meterConfig }], opts);
         return { m: flow.node("m"), out: flow.wire("out"), caught: flow.caught };
     }
 
@@ -31,32 +20,32 @@ describe("gridkey meter", function () {
         const seen = statuses(m);
         m.receive({ topic: "list" });
         const listed = await out.next(1);
-        assert.deepEqual(listed.payload.map((x) => x.meter_id).sort(), world.ids);
+        assert.deepEqual(listed.payload.map((x) => x.meter_id).sort(), ctx.world.ids);
         // the helper runtime does not translate: status texts are message keys here
         assert.deepEqual(seen.at(-1), { fill: "green", shape: "dot", text: "gridkey-meter.status.listed" });
 
-        m.receive({ topic: "get", meter_id: world.ids[0] });
+        m.receive({ topic: "get", meter_id: ctx.world.ids[0] });
         const got = await out.next(2);
-        assert.equal(got.payload.meter_id, world.ids[0]);
+        assert.equal(got.payload.meter_id, ctx.world.ids[0]);
         assert.equal(got.payload.status, "active");
 
-        const pem = world.issueCert("meter-new");
+        const pem = ctx.world.issueCert("meter-new");
         m.receive({ topic: "enrol", payload: pem });
         const enrolled = await out.next(3);
         assert.equal(enrolled.payload.meter_id, "meter-new");
         assert.equal(enrolled.payload.status, "active");
-        assert.ok((await world.api("GET", "/v1/meters")).some((x) => x.meter_id === "meter-new"));
+        assert.ok((await ctx.world.api("GET", "/v1/meters")).some((x) => x.meter_id === "meter-new"));
 
         m.receive({ topic: "revoke", payload: { meter_id: "meter-new", reason: "superseded" } });
         const revoked = await out.next(4);
         assert.equal(revoked.payload.status, "revoked");
         assert.equal(revoked.payload.revoke_reason, "superseded");
         assert.deepEqual(seen.at(-1), { fill: "yellow", shape: "dot", text: "meter-new: revoked" });
-        assert.equal((await world.api("GET", "/v1/meters/meter-new")).status, "revoked");
+        assert.equal((await ctx.world.api("GET", "/v1/meters/meter-new")).status, "revoked");
     });
 
     it("keeps the token as a credential, out of the flow configuration", async function () {
-        const token = world.token(["read"]);
+        const token = ctx.world.token(["read"]);
         await load({ operation: "list" }, { token });
         assert.equal(helper.getNode("sc").credentials.token, token);
         const flows = JSON.stringify(helper._redNodes.getFlows());
@@ -66,10 +55,10 @@ describe("gridkey meter", function () {
     });
 
     it("takes the meter from its own setting over the message", async function () {
-        const { m, out } = await load({ operation: "get", meter: world.ids[1] });
-        m.receive({ topic: "revoke", meter_id: world.ids[2] }); // neither the topic nor the id win
+        const { m, out } = await load({ operation: "get", meter: ctx.world.ids[1] });
+        m.receive({ topic: "revoke", meter_id: ctx.world.ids[2] }); // neither the topic nor the id win
         const got = await out.next(1);
-        assert.equal(got.payload.meter_id, world.ids[1]);
+        assert.equal(got.payload.meter_id, ctx.world.ids[1]);
         assert.equal(got.payload.status, "active");
     });
 
@@ -88,7 +77,7 @@ describe("gridkey meter", function () {
         assert.match((await caught.next(2)).error.message, /gridkey-meter.errors.pem/);
         m.receive({ topic: "launch" });
         assert.match((await caught.next(3)).error.message, /gridkey-meter.errors.operation/);
-        m.receive({ topic: "revoke", meter_id: world.ids[0], reason: "because" });
+        m.receive({ topic: "revoke", meter_id: ctx.world.ids[0], reason: "because" });
         assert.match((await caught.next(4)).error.message, /gridkey-meter.errors.reason/);
 
         // a certificate the sidecar's CA did not issue: the sidecar refuses it
@@ -98,21 +87,27 @@ describe("gridkey meter", function () {
         assert.ok(refused.statusCode >= 400 && refused.statusCode < 500, refused.error.message);
 
         assert.equal(out.got.length, 0);
-        const meters = await world.api("GET", "/v1/meters");
-        assert.deepEqual(meters.filter((x) => x.status === "active").map((x) => x.meter_id).sort(), world.ids);
+        const meters = await ctx.world.api("GET", "/v1/meters");
+        assert.deepEqual(meters.filter((x) => x.status === "active").map((x) => x.meter_id).sort(), ctx.world.ids);
+    });
+
+    it("offers the revocation reasons the sidecar accepts, no more and no fewer", async function () {
+        const doc = await ctx.world.api("GET", "/openapi.json");
+        const served = doc.components.schemas.RevokeRequest.properties.reason.enum;
+        assert.deepEqual([...served].sort(), [...REVOCATION_REASONS].sort());
     });
 
     it("reports a refused token as 401 and a missing scope as 403", async function () {
-        let ctx = await load({ operation: "list" }, { token: "not-a-token" });
-        ctx.m.receive({});
-        assert.equal((await ctx.caught.next(1)).statusCode, 401);
+        let flow = await load({ operation: "list" }, { token: "not-a-token" });
+        flow.m.receive({});
+        assert.equal((await flow.caught.next(1)).statusCode, 401);
         await helper.unload();
 
-        ctx = await load({ operation: "revoke", meter: world.ids[0] }, { token: world.token(["read"]) });
-        ctx.m.receive({});
-        const denied = await ctx.caught.next(1);
+        flow = await load({ operation: "revoke", meter: ctx.world.ids[0] }, { token: ctx.world.token(["read"]) });
+        flow.m.receive({});
+        const denied = await flow.caught.next(1);
         assert.equal(denied.statusCode, 403);
         assert.match(denied.problem.detail, /meters:write/);
-        assert.equal((await world.api("GET", `/v1/meters/${world.ids[0]}`)).status, "active");
+        assert.equal((await ctx.world.api("GET", `/v1/meters/${ctx.world.ids[0]}`)).status, "active");
     });
 });

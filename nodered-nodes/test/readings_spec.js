@@ -1,40 +1,30 @@
 "use strict";
 
 const assert = require("node:assert/strict");
-const { mount, runtimeHooks } = require("./support/nodered");
-const { World, sleep } = require("./support/world");
+const { mount, withWorld } = require("./support/nodered");
+const { sleep } = require("./support/world");
 
 const GROUP = "feeder-d";
 
 describe("gridkey readings", function () {
     this.timeout(120000);
-    let world;
-
-    before(async function () {
-        world = await new World({ meters: 3, readingInterval: 0.5 }).start();
+    const ctx = withWorld({ meters: 3, readingInterval: 0.5 }, async (world) => {
         await world.api("POST", "/v1/groups", { group_id: GROUP, members: [...world.ids, "controller"] });
         await world.api("POST", "/v1/groups", { group_id: "other", members: world.ids.slice(0, 2) });
         await world.waitEpoch(GROUP, 1);
         await world.waitEpoch("other", 1, world.ids.slice(0, 2));
     });
-    after(async function () {
-        if (world) {
-            assert.deepEqual(world.tracebacks(), []);
-            await world.stop();
-        }
-    });
-    runtimeHooks();
 
     it("emits the gateway's metadata of each reading of one group, in order, without values", async function () {
-        const flow = await mount(world, [{ id: "rd", type: "gridkey-readings", sidecar: "sc", group: GROUP, wires: [["out"]] }]);
+        const flow = await mount(ctx.world, [{ id: "rd", type: "gridkey-readings", sidecar: "sc", group: GROUP, wires: [["out"]] }]);
         const out = flow.wire("out");
         await out.next(6);
         for (const m of out.got) {
             assert.equal(m.payload.group_id, GROUP);
-            assert.ok(world.ids.includes(m.payload.sender));
+            assert.ok(ctx.world.ids.includes(m.payload.sender));
             assert.equal(m.topic, m.payload.sender);
             assert.equal(m.payload.epoch, 1);
-            assert.equal(m.payload.key_id, world.fleetKeys(GROUP)[world.ids[0]].key_id);
+            assert.equal(m.payload.key_id, ctx.world.fleetKeys(GROUP)[ctx.world.ids[0]].key_id);
             assert.ok(Number.isInteger(m.payload.seq) && Number.isInteger(m.payload.msg_id));
             assert.equal("value" in m.payload, false);
         }
@@ -43,7 +33,7 @@ describe("gridkey readings", function () {
     });
 
     it("adds the value the sidecar's controller decrypted", async function () {
-        const flow = await mount(world, [
+        const flow = await mount(ctx.world, [
             { id: "rd", type: "gridkey-readings", sidecar: "sc", group: GROUP, values: true, wires: [["out"]] },
         ]);
         const out = flow.wire("out");
@@ -59,7 +49,7 @@ describe("gridkey readings", function () {
     });
 
     it("for every group: a group without the controller has metadata but no value", async function () {
-        const flow = await mount(world, [{ id: "rd", type: "gridkey-readings", sidecar: "sc", values: true, wires: [["out"]] }]);
+        const flow = await mount(ctx.world, [{ id: "rd", type: "gridkey-readings", sidecar: "sc", values: true, wires: [["out"]] }]);
         const out = flow.wire("out");
         await out.next(12);
         const other = out.got.filter((m) => m.payload.group_id === "other");
@@ -72,9 +62,9 @@ describe("gridkey readings", function () {
 
     it("reports a token without readings:read through Catch", async function () {
         const flow = await mount(
-            world,
+            ctx.world,
             [{ id: "rd", type: "gridkey-readings", sidecar: "sc", group: GROUP, values: true, wires: [["out"]] }],
-            { token: world.token(["read"]) },
+            { token: ctx.world.token(["read"]) },
         );
         const refused = await flow.caught.next(1);
         assert.equal(refused.statusCode, 403);

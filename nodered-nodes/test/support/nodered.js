@@ -5,8 +5,10 @@
  */
 "use strict";
 
+const assert = require("node:assert/strict");
 const path = require("node:path");
 const helper = require("node-red-node-test-helper");
+const { World } = require("./world");
 
 const runtimeDir = process.env.GRIDKEY_NODE_RED
     ? path.resolve(process.env.GRIDKEY_NODE_RED)
@@ -69,6 +71,30 @@ async function mount(world, flowNodes, opts = {}) {
         }
     }
     return { node: (id) => helper.getNode(id), wire, caught: collectors.caught };
+}
+
+/**
+ * mocha hooks for a spec file: a World (sidecar + fleet) for the file, `setup(world)` once it runs,
+ * a Node-RED test runtime per test, and at the end a check that the sidecar logged no unhandled
+ * exception (`known`: patterns an open issue tracks). Returns `ctx`; `ctx.world` is the World.
+ */
+function withWorld(opts = {}, setup = null, known = []) {
+    const ctx = {};
+    before(async function () {
+        this.timeout(120000);
+        ctx.world = await new World(opts).start();
+        if (setup) {
+            await setup(ctx.world);
+        }
+    });
+    after(async function () {
+        if (ctx.world) {
+            assert.deepEqual(ctx.world.tracebacks(known), []);
+            await ctx.world.stop();
+        }
+    });
+    runtimeHooks();
+    return ctx;
 }
 
 /** mocha hooks: a Node-RED test runtime per test. */
@@ -136,6 +162,7 @@ module.exports = {
     flowWith,
     mount,
     runtimeHooks,
+    withWorld,
     collector,
     statuses,
     runtimeVersion,
