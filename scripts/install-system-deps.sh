@@ -15,6 +15,7 @@ PACKAGES=(
     "chromium:command -v chromium"
     "chromium-driver:command -v chromedriver"
     "openssl:command -v openssl"
+    "mosquitto:test -x /usr/sbin/mosquitto"
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="register every meter (and the gateway) as an LwM2M client with this server, e.g. coap://leshan:5683",
     )
     serve.add_argument("--lwm2m-lifetime", type=int, default=60, help="LwM2M registration lifetime in s (default 60)")
+    serve.add_argument(
+        "--bridge",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="forward key-lifecycle metadata and telemetry over MQTT: a TOML file of [[bridge]] tables (repeatable)",
+    )
     serve.add_argument("--ready-file", type=Path, help="write the listening URLs as JSON here once ready")
     serve.set_defaults(func=_lazy("serve", "run"))
 
@@ -224,6 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     ti.add_argument("--issuer", default="gridkey")
     ti.set_defaults(func=_lazy("admin", "token"))
+
+    br = sub.add_parser("bridge", help="MQTT bridges: check a configuration, mint Azure SAS tokens")
+    br_sub = br.add_subparsers(dest="bridge_command", metavar="ACTION", required=True)
+    bc = br_sub.add_parser(
+        "check",
+        help="connect each bridge of FILE, publish one probe, print what the broker answered",
+        description="Exit status 1 if a probe is not acknowledged (with the reason), 2 if FILE is invalid.",
+    )
+    bc.add_argument("file", type=Path, help="a TOML file of [[bridge]] tables")
+    bc.add_argument("--bridge", help="check only the bridge with this name")
+    bc.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the PUBACK (default 20)")
+    bc.add_argument("--probe-bytes", type=int, default=0, help="pad the probe to about N bytes (size limits)")
+    bc.add_argument("--log-level", default="error")
+    bc.set_defaults(func=_lazy("bridge", "check"))
+    bs = br_sub.add_parser("sas", help="print an Azure IoT Hub device SAS token (the one a bridge would use now)")
+    bs.add_argument("--hub", required=True, help="the hub's host name, e.g. myhub.azure-devices.net")
+    bs.add_argument("--device", required=True, help="the device id")
+    bs.add_argument("--key-file", required=True, type=Path, help="a file holding the device key (base64)")
+    bs.add_argument("--ttl", type=int, default=3600, help="token window in seconds: valid ttl..2*ttl (default 3600)")
+    bs.add_argument("--at", type=float, help="mint for this unix time instead of now")
+    bs.set_defaults(func=_lazy("bridge", "mint_sas"))
 
     aud = sub.add_parser("audit", parents=[common], help="the audit log")
     aud_sub = aud.add_subparsers(dest="audit_command", metavar="ACTION", required=True)

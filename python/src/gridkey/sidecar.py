@@ -42,6 +42,7 @@ class SidecarOptions:
     http_threads: int = 32
     lwm2m_server: str | None = None  # coap://host:port of an LwM2M server (e.g. Leshan)
     lwm2m_lifetime: int = 60
+    bridges: list = field(default_factory=list)  # BridgeConfig values (transports.mqtt.config)
 
 
 class Sidecar:
@@ -55,6 +56,8 @@ class Sidecar:
         self.controller: MeterAgent | None = None
         self.delivered: DeliveredReadings | None = None  # what the controller decrypted (REST readings)
         self.lwm2m = None
+        self.bridges = None
+        self.registry = None  # Prometheus registry shared by REST and the bridges
         self._tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -81,6 +84,8 @@ class Sidecar:
             await self.coap.start()
         if self.opts.controller:
             await self._start_controller()
+        if self.opts.bridges:
+            self._start_bridges()
         if self.opts.http:
             self._start_http(batcher)
         if self.opts.lwm2m_server:
@@ -95,6 +100,21 @@ class Sidecar:
             )
             await self.lwm2m.start()
         self._tasks.append(asyncio.create_task(self._periodic(), name="gridkey-periodic"))
+
+    def _start_bridges(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from .transports.mqtt.bridge import Bridges
+
+        self.registry = self.registry or CollectorRegistry()
+        self.bridges = Bridges(
+            list(self.opts.bridges),
+            self.gateway,
+            self.data.path / "bridges.db",
+            reading_values=self._reading_values(),
+            registry=self.registry,
+        )
+        self.bridges.start()
 
     def _start_http(self, batcher: Batcher) -> None:
         from .transports.rest.app import create_app
@@ -112,6 +132,8 @@ class Sidecar:
             batcher=batcher,
             command_sender=self._command_sender(),
             reading_values=self._reading_values(),
+            bridges_status=self.bridges.describe if self.bridges is not None else None,
+            metrics_registry=self.registry,
         )
         host, port = self.opts.http
         self.http = run_in_thread(app, host, port, threads=self.opts.http_threads)
@@ -194,6 +216,8 @@ class Sidecar:
             self.delivered.close()
         if self.http is not None:
             self.http.close()
+        if self.bridges is not None:
+            self.bridges.stop()
         if self.coap is not None:
             await self.coap.stop()
         if getattr(self, "_batcher", None):
@@ -211,6 +235,7 @@ class Sidecar:
             "db": (self.opts.db_url or self.data.db_url).split("@")[-1],
             "controller": self.controller.meter_id if self.controller else None,
             "lwm2m": self.opts.lwm2m_server,
+            "bridges": ", ".join(f"{b.name} ({b.profile} {b.host}:{b.port})" for b in self.opts.bridges) or None,
             "ca_cert": str(self.data.ca_dir / "ca-cert.pem"),
         }
 

@@ -13,6 +13,19 @@ from .common import say, setup_logging, wait_for_signal
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    bridges = []
+    if args.bridge:
+        from ..transports.mqtt.config import BridgeConfigError, load_all
+
+        try:
+            bridges = load_all(args.bridge)
+        except BridgeConfigError as exc:
+            say(f"error: {exc}")
+            return 2
+        for b in bridges:
+            if b.telemetry == "decrypted" and not args.controller:
+                say(f"error: bridge {b.name!r}: telemetry: 'decrypted' needs --controller (the sidecar decrypts)")
+                return 2
     config = GatewayConfig(
         session_timeout_ms=args.session_timeout_ms,
         max_session_timeout_ms=args.max_session_timeout_ms,
@@ -32,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         token_issuer=args.issuer,
         lwm2m_server=args.lwm2m_server,
         lwm2m_lifetime=args.lwm2m_lifetime,
+        bridges=bridges,
     )
     return asyncio.run(_main(opts, args.ready_file))
 

@@ -236,6 +236,7 @@ def create_app(
     batcher: Batcher,
     command_sender: CommandSender | None = None,
     reading_values: ReadingValues | None = None,
+    bridges_status: Callable[[], list[dict[str, Any]]] | None = None,
     metrics_registry: CollectorRegistry | None = None,
     max_streams: int = 16,
     max_long_polls: int = 16,
@@ -446,6 +447,11 @@ def create_app(
             raise bad_request("reading id must be a non-negative integer")
         wait_s = query_float("wait", 0.0, 0.0, MAX_READING_WAIT_S)
         return json_response(with_value(gateway.reading(group_id, int(reading_id)), wait_s))
+
+    @app.get("/v1/bridges")
+    @requires("read")
+    def bridges() -> Response:
+        return json_response(bridges_status() if bridges_status is not None else [])
 
     # --- operator API: audit and events -----------------------------------------------------
 

@@ -177,6 +177,41 @@ SCHEMAS: dict[str, Any] = {
             "value": {"description": 'the decrypted reading (JSON; `{"hex": ...}` if it was not JSON)'},
         },
     },
+    "Bridge": {
+        "type": "object",
+        "description": "One MQTT bridge (gridkey serve --bridge): connection, outbox and counters. No credentials.",
+        "required": ["name", "profile", "broker", "connected", "outbox", "counters"],
+        "properties": {
+            "name": {"type": "string"},
+            "profile": {"type": "string", "enum": ["generic", "aws-iot", "azure-iot-hub"]},
+            "broker": {"type": "string", "description": "host:port"},
+            "client_id": {"type": "string"},
+            "mqtt": {"type": "string", "enum": ["3.1.1", "5"]},
+            "telemetry": {"type": "string", "enum": ["envelope", "decrypted", "off"]},
+            "connected": {"type": "boolean"},
+            "connected_since": {"type": ["integer", "null"], "description": "unix seconds"},
+            "reconnects": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "outbox": {
+                "type": "object",
+                "properties": {
+                    "messages": {"type": "integer"},
+                    "bytes": {"type": "integer"},
+                    "max_messages": {"type": "integer"},
+                    "max_bytes": {"type": "integer"},
+                    "full": {"type": "string", "enum": ["reject-new", "drop-oldest"]},
+                },
+            },
+            "counters": {
+                "type": "object",
+                "description": "enqueued, published, dead_lettered, rejected_full, dropped_full, publish_failures",
+                "additionalProperties": {"type": "integer"},
+            },
+            "cloud": {"type": "object", "description": "shadow / twin answers: accepted, rejected, last"},
+            "token_expires_at": {"type": ["integer", "null"], "description": "azure-iot-hub SAS expiry, unix s"},
+            "dead_letters": {"type": "array", "items": {"type": "object"}, "description": "the newest five"},
+        },
+    },
     "Epoch": {
         "type": "object",
         "required": ["epoch", "key_id", "sid", "members"],
@@ -579,6 +614,15 @@ PATHS: dict[str, Any] = {
                 ),
             ),
             errors=_E,
+        ),
+    },
+    "/v1/bridges": {
+        "get": _op(
+            "listBridges",
+            "MQTT bridges: connection, outbox depth, counters, dead letters",
+            "events",
+            {"200": _json({"type": "array", "items": _ref("Bridge")}, "one entry per configured bridge")},
+            scope="read",
         ),
     },
     "/v1/audit": {
