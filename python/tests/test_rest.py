@@ -874,7 +874,8 @@ def test_schemathesis_finds_no_server_errors_and_changes_nothing(world, live, ca
     for op, mode, path_parameters in passes:
         fuzz(op, mode, path_parameters)
         ran += 1
-    assert ran > 30 and len(statuses) == 32  # every operation but the event stream
+    operations = [(path, m) for path, item in openapi_document()["paths"].items() for m in item if path != "/v1/events"]
+    assert ran > 30 and len(statuses) == len(operations)  # every operation but the event stream
     assert all(code < 500 for codes in statuses.values() for code in codes), statuses
     assert _store_digest(world.store) == before
     assert world.gw.verify_audit().ok
