@@ -14,7 +14,7 @@ A cloud we cannot reach is a real broker set up the way that cloud behaves:
 
 Config notes (Mosquitto 2.0.11): ``max_qos`` and the other per-listener options must come *after*
 their ``listener`` line (``per_listener_settings true``); running as root needs ``user root`` or key
-files the ``mosquitto`` user can read. Certificates come from :class:`TestPki` (cryptography),
+files the ``mosquitto`` user can read. Certificates come from :class:`Pki` (cryptography),
 made fresh per test run; nothing is downloaded.
 """
 
@@ -46,7 +46,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class TestPki:
+class Pki:
     """A throwaway CA with server and client certificates (EC P-256), written as PEM files."""
 
     def __init__(self, directory: Path) -> None:
@@ -119,7 +119,7 @@ class Received:
 class Broker:
     """A ``mosquitto`` process with its own config, on a free port of 127.0.0.1."""
 
-    def __init__(self, workdir: Path, profile: str, pki: TestPki | None = None, **options) -> None:
+    def __init__(self, workdir: Path, profile: str, pki: Pki | None = None, **options) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.profile = profile
@@ -244,14 +244,14 @@ class Broker:
                 text += p.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def subscriber(self, topic: str = "#") -> Subscriber:
-        return Subscriber(self.admin_port, topic)
+    def subscriber(self, *topics: str) -> Subscriber:
+        return Subscriber(self.admin_port, *topics)
 
 
 class Subscriber:
-    """The cloud side: an MQTT 5 client on the broker's open admin listener recording every message."""
+    """The cloud side: an MQTT 5 client on the broker's open admin listener recording what it is sent."""
 
-    def __init__(self, port: int, topic: str = "#") -> None:
+    def __init__(self, port: int, *topics: str) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -259,7 +259,8 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(topic, qos=1)
+        # "#" does not match topics that start with "$" (MQTT 4.7.2): the clouds' own trees by name
+        self.client.subscribe([(t, 1) for t in topics or ("#", "$aws/#", "$iothub/#")])
         self.client.loop_start()
         if not self._ready.wait(10):
             raise AssertionError("the test subscriber could not subscribe")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 # What each kind of outgoing message is (a fact the outbox, the metrics and the docs share).
 KIND_EVENT = "event"  # key-lifecycle metadata: epochs, revocations, aborts
@@ -154,7 +154,8 @@ class AzureIotHubProfile(Profile):
         props = {"$.ct": "application/json", "$.ce": "utf-8", "kind": event_kind or kind}
         if group:
             props["group"] = group
-        return base + urlencode(props, quote_via=quote, safe="")
+        # system property names stay as they are ($.ct), values are url-encoded (application%2Fjson)
+        return base + "&".join(f"{k}={quote(v, safe='')}" for k, v in props.items())
 
     def state_message(self, group: str, state: dict[str, Any], msg_id: str) -> tuple[str, bytes, bool]:
         # a twin PATCH merges into the reported properties; its request id ($rid) names the message
