@@ -139,7 +139,16 @@ class Broker:
         lines = [
             "user root",
             "per_listener_settings true",
-            "persistence false",
+            *(
+                [
+                    "persistence true",
+                    f"persistence_location {self.workdir}/",
+                    "max_queued_messages 0",
+                    "autosave_interval 1",
+                ]
+                if self.options.get("persistence")
+                else ["persistence false"]
+            ),
             f"log_dest file {self.log}",
             "log_type error",
             "log_type warning",
@@ -244,21 +253,30 @@ class Broker:
                 text += p.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def subscriber(self, *topics: str) -> Subscriber:
-        return Subscriber(self.admin_port, *topics)
+    def subscriber(self, *topics: str, session: str | None = None) -> Subscriber:
+        """``session``: a client id whose session (and queued QoS 1 messages) outlives reconnects."""
+        return Subscriber(self.admin_port, *topics, session=session)
 
 
 class Subscriber:
     """The cloud side: an MQTT 5 client on the broker's open admin listener recording what it is sent."""
 
-    def __init__(self, port: int, *topics: str) -> None:
+    def __init__(self, port: int, *topics: str, session: str | None = None) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session or "", protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.connect("127.0.0.1", port)
+        self.client.reconnect_delay_set(0.1, 1)
+        props = None
+        if session:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=not session, properties=props)
         # "#" does not match topics that start with "$" (MQTT 4.7.2): the clouds' own trees by name
         self.client.subscribe([(t, 1) for t in topics or ("#", "$aws/#", "$iothub/#")])
         self.client.loop_start()

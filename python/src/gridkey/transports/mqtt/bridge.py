@@ -121,7 +121,7 @@ class Bridge:
                     batch.append(nxt)
                 # live events come in publication order, which need not be id order: take each
                 # one the hub hands over (it hands each over once), except what the replay took
-                self._accept([e for e in batch if e.id > covered])
+                self._accept(sorted((e for e in batch if e.id > covered), key=lambda e: e.id))
         except Exception:
             log.exception("bridge %s: intake stopped", self.cfg.name)
 

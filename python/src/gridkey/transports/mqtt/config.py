@@ -81,6 +81,7 @@ class BridgeConfig:
     topics: dict[str, str] = field(default_factory=dict)
     outbox: OutboxLimits = OutboxLimits()
     max_inflight: int = 100
+    reconnect_max_s: float = 60.0  # the longest wait between reconnection attempts (full jitter)
 
     def make_profile(self) -> Profile:
         return PROFILES[self.profile](self.client_id, self.topics)
@@ -177,6 +178,9 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
     max_inflight = f.get("max_inflight", int, 100)
     if not 1 <= max_inflight <= 65535:
         raise f.fail("max_inflight", "must be 1 to 65535")
+    reconnect_max_s = f.get("reconnect_max_s", (int, float), 60)
+    if not 1 <= reconnect_max_s <= 3600:
+        raise f.fail("reconnect_max_s", "must be 1 to 3600 seconds")
 
     tls = None
     if "tls" in table:
@@ -282,6 +286,7 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
         topics=topics,
         outbox=outbox,
         max_inflight=max_inflight,
+        reconnect_max_s=float(reconnect_max_s),
     )
     prof = cfg.make_profile()
     for kind in (KIND_EVENT, KIND_TELEMETRY, KIND_STATE):

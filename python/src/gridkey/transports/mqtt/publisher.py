@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 15.0
 BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 60.0
 RATE_MARGIN = 1.1  # a 100/s limit is kept as 100 per 1.1 s
 
 
@@ -130,7 +129,7 @@ class Publisher:
                     self.status.connected_since = None
             if self._stop.is_set():
                 break
-            delay = random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(self._failures, 16)))
+            delay = random.uniform(0, min(self.cfg.reconnect_max_s, BACKOFF_MIN_S * 2 ** min(self._failures, 16)))
             self._stop.wait(delay if self._failures else 0.1)
 
     def _client(self) -> tuple[mqtt.Client, int | None]:
@@ -275,7 +274,8 @@ class Publisher:
         if self.cfg.mqtt != "5":
             return None
         props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("msg_id", q.msg_id)]
+        # msg_id: the stable id (deduplicate on it); seq: the bridge's queue order (check order on it)
+        props.UserProperty = [("msg_id", q.msg_id), ("seq", str(q.seq))]
         props.ContentType = "application/json"
         return props
 

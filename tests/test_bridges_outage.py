@@ -1,0 +1,199 @@
+"""A bridge loses nothing: a broker outage with 10,000 events, a kill -9 of the sidecar with a full
+outbox, and a bounded outbox that follows its policy and says so.
+
+The broker is really stopped (and started again on the same port, with persistence, so the test's
+subscriber keeps its session and sees what arrives while it reconnects). What should arrive is
+read from the gateway's own store: every event a bridge forwards has stable message ids
+(``{gateway}:{event id}:{n}``), so the test can say exactly which ones are missing or repeated;
+order is the bridge's queue order, which each MQTT 5 message carries as its ``seq`` user property
+(the order the gateway published its events in: concurrent requests need not commit in id order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import pytest
+from mosquitto import Broker
+from test_bridges import bridge_file
+
+from helpers import FleetRunner, SidecarProc, wait_for
+
+GROUP = "feeder-o"
+METERS = [f"om-{i:02d}" for i in range(1, 11)]
+FORWARDED = {"data.reading": 1, "epoch.committed": 2, "meter.revoked": 1, "member.removed": 1,
+             "member.added": 1, "session.aborted": 1}  # fmt: skip
+
+
+def expected_ids(sc: SidecarProc, after: int, forwarded: dict[str, int] = FORWARDED) -> list[str]:
+    """The message ids a bridge must deliver for the store's events after ``after``, in order."""
+    db = sqlite3.connect(sc.data.path / "gridkey.db")
+    try:
+        rows = db.execute("SELECT id, kind FROM events WHERE id > ? ORDER BY id", (after,)).fetchall()
+    finally:
+        db.close()
+    return [f"gateway:{eid}:{n}" for eid, kind in rows for n in range(forwarded.get(kind, 0))]
+
+
+def arrival(sub) -> list[tuple[str, int]]:
+    """(msg_id, seq) of every message the consumer got, in arrival order."""
+    out = []
+    for m in sub.snapshot():
+        msg_id = json.loads(m.payload)["msg_id"]
+        assert m.properties["msg_id"] == msg_id
+        out.append((msg_id, int(m.properties["seq"])))
+    return out
+
+
+def ids(got: list[tuple[str, int]]) -> set[str]:
+    return {i for i, _ in got}
+
+
+def assert_delivered(got: list[tuple[str, int]], want: list[str]) -> dict:
+    """Every wanted id arrived; a repeat always has its first copy's id and seq; first arrivals in seq order."""
+    first: dict[str, int] = {}
+    for msg_id, seq in got:
+        if msg_id in first:
+            assert first[msg_id] == seq, f"{msg_id} came again under another seq"
+        else:
+            first[msg_id] = seq
+    missing = [i for i in want if i not in first]
+    assert not missing, f"{len(missing)} lost, e.g. {missing[:5]}"
+    order = [first[i] for i in first if i in set(want)]
+    assert order == sorted(order), "order per bridge not kept"
+    return {"delivered": len(want), "duplicates": len(got) - len(first)}
+
+
+def produce_readings(fleet: FleetRunner, per_meter: int, in_flight: int = 64) -> int:
+    """``per_meter`` readings from every meter, ``in_flight`` at a time across the fleet; how many went."""
+
+    async def all_() -> int:
+        sem = asyncio.Semaphore(in_flight)
+
+        async def one(mid: str, i: int) -> int:
+            async with sem:
+                return await fleet.agent(mid).send_reading(GROUP, {"kWh": i}) is not None
+
+        return sum(await asyncio.gather(*(one(m, i) for i in range(per_meter) for m in METERS)))
+
+    return fleet.loop.run(all_(), timeout=600)
+
+
+def cursor_of(sc: SidecarProc) -> int:
+    db = sqlite3.connect(sc.data.path / "bridges.db")
+    try:
+        return db.execute("SELECT cursor FROM queues WHERE bridge = 'uplink'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
+    broker = Broker(tmp_path / "broker", "plain", persistence=True).start()
+    sub = broker.subscriber("gridkey/#", session="cloud-consumer")
+    conf = bridge_file(tmp_path / "b.toml", name="uplink", host="127.0.0.1", port=broker.port, mqtt="5",
+                       reconnect_max_s=2, outbox={"max_messages": 50_000})  # fmt: skip
+    sc = SidecarProc(tmp_path / "sc", controller=True, extra_args=("--bridge", str(conf))).start()
+    fleet = FleetRunner(sc, METERS).start()
+    try:
+        wait_for("the bridge connected", lambda: sc.api("GET", "/v1/bridges")[0]["connected"], 20)
+        sc.api("POST", "/v1/groups", json={"group_id": GROUP, "members": [*METERS, "controller"]})
+        fleet.wait_epoch(GROUP, 1, METERS)
+        wait_for("epoch 1 delivered", lambda: sc.api("GET", "/v1/bridges")[0]["counters"]["published"] >= 2, 20)
+        start = cursor_of(sc)
+
+        # 1. the broker goes away; 10,000 readings and a few rekeys go through the gateway meanwhile
+        broker.stop()
+        t0 = time.monotonic()
+        sent = produce_readings(fleet, 1000)
+        for e in range(2, 5):
+            sc.api("POST", f"/v1/groups/{GROUP}/rekey")
+            fleet.wait_epoch(GROUP, e, METERS)
+        produced_s = time.monotonic() - t0
+        assert sent == 10_000
+        print(f"produced 10,000 readings and 3 rekeys in {produced_s:.1f} s")
+        want = expected_ids(sc, start)
+        assert len(want) == 10_000 + 2 * 3  # readings, then epochs 2-4 (event + state each)
+        st = wait_for("all of it queued", lambda: (s := sc.api("GET", "/v1/bridges")[0])["outbox"]["messages"]
+                      >= len(want) and s, 60)  # fmt: skip
+        assert not st["connected"] and st["counters"]["dropped_full"] == 0
+        broker.start()
+        t1 = time.monotonic()
+        wait_for("the outbox drained", lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] == 0, 120)
+        wait_for("everything at the consumer", lambda: set(want) <= ids(arrival(sub)), 60)
+        first = assert_delivered(arrival(sub), want)
+        print(f"outage: {len(want)} messages produced in {produced_s:.1f} s, drained in {time.monotonic() - t1:.1f} s,"
+              f" {first['duplicates']} duplicates")  # fmt: skip
+
+        # 2. with the broker gone again, >= 1,000 queued, kill -9 the sidecar, restart it, then the broker
+        before = len(arrival(sub))
+        mark = max(int(i.split(":")[1]) for i in want)
+        broker.stop()
+        produce_readings(fleet, 150)
+        wait_for(">= 1,000 queued", lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] >= 1000, 60)
+        fleet.stop()
+        fleet = None
+        sc.kill()  # SIGKILL: no chance to flush anything
+        sc.start()
+        queued = sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"]
+        assert queued >= 1000
+        broker.start()
+        want2 = expected_ids(sc, mark)
+        assert len(want2) >= 1500
+        wait_for(
+            "the outbox drained after the crash",
+            lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] == 0,
+            120,
+        )
+        wait_for("everything at the consumer", lambda: set(want2) <= ids(arrival(sub)), 60)
+        second = assert_delivered(arrival(sub)[before:], want2)
+        print(f"crash: {queued} queued at the kill, {second['delivered']} delivered, {second['duplicates']} duplicates")
+        assert "Traceback" not in sc.log_path.read_text()
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        sc.stop()
+        sub.close()
+        broker.stop()
+
+
+@pytest.mark.parametrize("policy", ["drop-oldest", "reject-new"])
+def test_a_full_outbox_follows_its_policy_and_says_so(tmp_path, policy):
+    broker = Broker(tmp_path / "broker", "plain", persistence=True).start()
+    sub = broker.subscriber("gridkey/#", session=f"consumer-{policy}")
+    conf = bridge_file(tmp_path / "b.toml", name="uplink", host="127.0.0.1", port=broker.port, mqtt="5",
+                       reconnect_max_s=2, events=[], outbox={"max_messages": 50, "full": policy})  # fmt: skip
+    sc = SidecarProc(tmp_path / "sc", controller=True, extra_args=("--bridge", str(conf))).start()
+    fleet = FleetRunner(sc, METERS[:2]).start()
+    try:
+        wait_for("the bridge connected", lambda: sc.api("GET", "/v1/bridges")[0]["connected"], 20)
+        sc.api("POST", "/v1/groups", json={"group_id": GROUP, "members": [*METERS[:2], "controller"]})
+        fleet.wait_epoch(GROUP, 1, METERS[:2])
+        start = cursor_of(sc)
+        broker.stop()
+
+        async def burst():
+            return [await fleet.agent(METERS[i % 2]).send_reading(GROUP, {"n": i}) for i in range(200)]
+
+        fleet.loop.run(burst())
+        want = expected_ids(sc, start, {"data.reading": 1})  # events = []: telemetry only
+        assert len(want) == 200
+        key = "dropped_full" if policy == "drop-oldest" else "rejected_full"
+        st = wait_for(
+            "the outbox full", lambda: (s := sc.api("GET", "/v1/bridges")[0])["counters"][key] == 150 and s, 30
+        )
+        assert st["outbox"]["messages"] == 50
+        assert f'gridkey_bridge_{key}_total{{bridge="uplink"}} 150.0' in sc.http.get("/metrics").text
+        broker.start()
+        wait_for("drained", lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] == 0, 60)
+        kept = want[-50:] if policy == "drop-oldest" else want[:50]
+        wait_for("the kept 50 at the consumer", lambda: set(kept) <= ids(arrival(sub)), 30)
+        time.sleep(0.5)
+        assert ids(arrival(sub)) == set(kept)  # exactly those: the others were dropped or refused, and counted
+    finally:
+        fleet.stop()
+        sc.stop()
+        sub.close()
+        broker.stop()
