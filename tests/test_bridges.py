@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mosquitto import Broker, Received
 
+from gridkey.bench.mosquitto import Broker, Received
 from gridkey.protocol.groupdata import GroupChannel, parse_data_message
 from helpers import FleetRunner, SidecarProc, wait_for
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
-from mosquitto import Broker, Pki, Received
 from test_bridges import assert_no_key_material, bridge_file, key_material, payloads
 
+from gridkey.bench.mosquitto import Broker, Pki, Received
 from gridkey.transports.mqtt import sas
 from helpers import FleetRunner, SidecarProc, wait_for
 

@@ -17,9 +17,9 @@ import sqlite3
 import time
 
 import pytest
-from mosquitto import Broker
 from test_bridges import bridge_file
 
+from gridkey.bench.mosquitto import Broker
 from helpers import FleetRunner, SidecarProc, wait_for
 
 GROUP = "feeder-o"

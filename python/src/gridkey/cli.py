@@ -64,6 +64,12 @@ def _cmd_bench_e2e(args: argparse.Namespace) -> int:
     return e2e.run(args)
 
 
+def _cmd_bench_bridge(args: argparse.Namespace) -> int:
+    from .bench import bridge
+
+    return bridge.run(args)
+
+
 def _lazy(module: str, func: str):
     """Import a subcommand's module only when it runs (keeps `gridkey --help` fast)."""
 
@@ -115,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--mode", choices=["e2e", "attested", "both"], default="both", help="GridKey verification mode")
     be.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
     be.set_defaults(func=_cmd_bench_e2e)
+
+    bb = bench_sub.add_parser(
+        "bridge",
+        help="MQTT bridge: QoS 1 messages through the outbox to a local Mosquitto, sustained and after an outage",
+        description="Needs Debian mosquitto. Exit status 1 if any message is lost.",
+    )
+    bb.add_argument("--messages", type=int, default=10_000, help="messages per phase (default 10000)")
+    bb.add_argument("--profile", choices=["generic", "aws-iot", "both"], default="generic")
+    bb.add_argument("--outage", type=float, default=5.0, help="seconds the broker stays down (default 5)")
+    bb.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
+    bb.set_defaults(func=_cmd_bench_bridge)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")

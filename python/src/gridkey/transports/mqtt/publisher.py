@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 15.0
 BACKOFF_MIN_S = 0.5
 RATE_MARGIN = 1.1  # a 100/s limit is kept as 100 per 1.1 s
+ACK_BATCH = 64  # acknowledgements removed from the outbox in one transaction
+ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 
 
 @dataclass
@@ -222,6 +224,7 @@ class Publisher:
         limits = self.profile.limits
         window = SlidingWindow(int(limits.max_rate), RATE_MARGIN) if limits.max_rate else None
         last_sent = 0
+        settled = time.monotonic()
         batch: list[Queued] = []
         while not self._stop.is_set() and state["down"] is None:
             if renew_at is not None and self.clock() >= renew_at:
@@ -254,7 +257,10 @@ class Publisher:
                     inflight[info.mid] = (q.seq, time.monotonic())
                 sent_any = True
             client.loop(0.0 if sent_any or batch else 0.05)
-            self._settle(state)
+            # one outbox transaction per batch of acknowledgements, not per PUBACK
+            if len(state["acks"]) >= ACK_BATCH or state["failed"] or time.monotonic() - settled >= ACK_DELAY_S:
+                self._settle(state)
+                settled = time.monotonic()
             if not sent_any and not batch and not inflight:
                 self.wake.wait(0.2)
                 self.wake.clear()

@@ -1,4 +1,4 @@
-"""Real Mosquitto brokers for the bridge tests, each configured to enforce one cloud's rules.
+"""Real Mosquitto brokers for the bridge tests and ``gridkey bench bridge``, each set up like one cloud.
 
 A cloud we cannot reach is a real broker set up the way that cloud behaves:
 
