@@ -97,7 +97,9 @@ def test_lifecycle_and_telemetry_reach_the_broker_without_key_material(tmp_path,
         ev = wait_for("epoch 1 at the broker", lambda: committed(1), 10)
         assert (ev["group_id"], ev["key_id"], ev["trigger"]) == (GROUP, k1, "create")
         assert sorted(ev["members"]) == sorted([*METERS, "controller"]) and ev["gateway"] == "gateway"
-        assert ev["msg_id"].startswith("gateway:") and isinstance(ev["duration_ms"], int)
+        prefix = sc.api("GET", "/v1/bridges")[0]["id_prefix"]
+        assert prefix.startswith("gateway-") and ev["msg_id"] == f"{prefix}:{ev['event_id']}:0"
+        assert isinstance(ev["duration_ms"], int)
         state = wait_for("the retained state", lambda: payloads(sub.snapshot(), f"/state/{GROUP}"), 10)[-1]
         assert (state["keyVersion"], state["keyId"], state["members"]) == (1, k1, 4)
 
@@ -134,9 +136,11 @@ def test_lifecycle_and_telemetry_reach_the_broker_without_key_material(tmp_path,
         assert [m.properties.get("msg_id") for m in got] == ids and len(set(ids)) == len(ids)
         assert_no_key_material(got, key_material(fleet, GROUP))
 
-        status = sc.api("GET", "/v1/bridges")
-        (b,) = status
-        assert b["connected"] and b["outbox"]["messages"] == 0 and b["counters"]["published"] == len(got)
+        (b,) = wait_for("the outbox drained", lambda: (st := sc.api("GET", "/v1/bridges"))[0]["outbox"]["messages"]
+                        == 0 and st, 10)  # fmt: skip
+        got = wait_for("every message at the broker", lambda: (g := sub.snapshot()) and len(g) >= b["counters"]
+                       ["published"] and g, 10)  # fmt: skip
+        assert b["connected"] and b["counters"]["published"] == len(got) and b["intake_error"] is None
         metrics = sc.http.get("/metrics").text
         assert 'gridkey_bridge_connected{bridge="uplink"} 1.0' in metrics
         assert f'gridkey_bridge_published_total{{bridge="uplink"}} {float(len(got))}' in metrics

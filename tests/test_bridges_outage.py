@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
 from test_bridges import bridge_file
 
 from gridkey.bench.mosquitto import Broker
+from gridkey.meter.links import LinkError
 from helpers import FleetRunner, SidecarProc, wait_for
 
 GROUP = "feeder-o"
@@ -29,13 +31,14 @@ FORWARDED = {"data.reading": 1, "epoch.committed": 2, "meter.revoked": 1, "membe
 
 
 def expected_ids(sc: SidecarProc, after: int, forwarded: dict[str, int] = FORWARDED) -> list[str]:
-    """The message ids a bridge must deliver for the store's events after ``after``, in order."""
+    """The message ids a bridge must deliver for the store's events after ``after``."""
+    prefix = sc.api("GET", "/v1/bridges")[0]["id_prefix"]
     db = sqlite3.connect(sc.data.path / "gridkey.db")
     try:
         rows = db.execute("SELECT id, kind FROM events WHERE id > ? ORDER BY id", (after,)).fetchall()
     finally:
         db.close()
-    return [f"gateway:{eid}:{n}" for eid, kind in rows for n in range(forwarded.get(kind, 0))]
+    return [f"{prefix}:{eid}:{n}" for eid, kind in rows for n in range(forwarded.get(kind, 0))]
 
 
 def arrival(sub) -> list[tuple[str, int]]:
@@ -67,19 +70,40 @@ def assert_delivered(got: list[tuple[str, int]], want: list[str]) -> dict:
     return {"delivered": len(want), "duplicates": len(got) - len(first)}
 
 
-def produce_readings(fleet: FleetRunner, per_meter: int, in_flight: int = 64) -> int:
-    """``per_meter`` readings from every meter, ``in_flight`` at a time across the fleet; how many went."""
+def produce_readings(
+    fleet: FleetRunner, per_meter: int, in_flight: int = 64, stop: threading.Event | None = None
+) -> int:
+    """About ``per_meter`` readings from every meter, ``in_flight`` at a time; how many the gateway took.
+
+    A send that times out on a loaded machine is retried (a new reading, sealed again): what counts
+    is what the gateway committed, which is what the bridge must deliver.
+    """
 
     async def all_() -> int:
         sem = asyncio.Semaphore(in_flight)
 
         async def one(mid: str, i: int) -> int:
             async with sem:
-                return await fleet.agent(mid).send_reading(GROUP, {"kWh": i}) is not None
+                for _ in range(5):
+                    if stop is not None and stop.is_set():
+                        return 0
+                    try:
+                        return await fleet.agent(mid).send_reading(GROUP, {"kWh": i}) is not None
+                    except LinkError:
+                        continue
+                return 0
 
         return sum(await asyncio.gather(*(one(m, i) for i in range(per_meter) for m in METERS)))
 
-    return fleet.loop.run(all_(), timeout=600)
+    return fleet.loop.run(all_(), timeout=900)
+
+
+def readings_in_store(sc: SidecarProc, after: int) -> int:
+    db = sqlite3.connect(sc.data.path / "gridkey.db")
+    try:
+        return db.execute("SELECT count(*) FROM events WHERE id > ? AND kind = 'data.reading'", (after,)).fetchone()[0]
+    finally:
+        db.close()
 
 
 def cursor_of(sc: SidecarProc) -> int:
@@ -107,15 +131,16 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
         # 1. the broker goes away; 10,000 readings and a few rekeys go through the gateway meanwhile
         broker.stop()
         t0 = time.monotonic()
-        sent = produce_readings(fleet, 1000)
+        produce_readings(fleet, 1000)
         for e in range(2, 5):
             sc.api("POST", f"/v1/groups/{GROUP}/rekey")
             fleet.wait_epoch(GROUP, e, METERS)
         produced_s = time.monotonic() - t0
-        assert sent == 10_000
-        print(f"produced 10,000 readings and 3 rekeys in {produced_s:.1f} s")
+        readings = readings_in_store(sc, start)
+        assert readings >= 10_000
+        print(f"produced {readings} readings and 3 rekeys in {produced_s:.1f} s")
         want = expected_ids(sc, start)
-        assert len(want) == 10_000 + 2 * 3  # readings, then epochs 2-4 (event + state each)
+        assert len(want) == readings + 2 * 3  # readings, then epochs 2-4 (event + state each)
         st = wait_for("all of it queued", lambda: (s := sc.api("GET", "/v1/bridges")[0])["outbox"]["messages"]
                       >= len(want) and s, 60)  # fmt: skip
         assert not st["connected"] and st["counters"]["dropped_full"] == 0
@@ -127,21 +152,27 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
         print(f"outage: {len(want)} messages produced in {produced_s:.1f} s, drained in {time.monotonic() - t1:.1f} s,"
               f" {first['duplicates']} duplicates")  # fmt: skip
 
-        # 2. with the broker gone again, >= 1,000 queued, kill -9 the sidecar, restart it, then the broker
+        # 2. with the broker gone again, kill -9 the sidecar while readings pour in (>= 1,000 queued):
+        # events committed in the last moments, not yet in the outbox, must come out after the restart
         before = len(arrival(sub))
         mark = max(int(i.split(":")[1]) for i in want)
         broker.stop()
-        produce_readings(fleet, 150)
-        wait_for(">= 1,000 queued", lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] >= 1000, 60)
+        halt = threading.Event()
+        producing = threading.Thread(target=produce_readings, args=(fleet, 300, 64, halt), daemon=True)
+        producing.start()
+        wait_for(">= 1,000 queued", lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] >= 1000, 120)
+        sc.kill()  # SIGKILL mid-stream: no chance to flush anything
+        halt.set()
+        producing.join(120)
+        assert not producing.is_alive()
         fleet.stop()
         fleet = None
-        sc.kill()  # SIGKILL: no chance to flush anything
         sc.start()
         queued = sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"]
         assert queued >= 1000
         broker.start()
         want2 = expected_ids(sc, mark)
-        assert len(want2) >= 1500
+        assert len(want2) >= 1000
         wait_for(
             "the outbox drained after the crash",
             lambda: sc.api("GET", "/v1/bridges")[0]["outbox"]["messages"] == 0,
@@ -191,7 +222,8 @@ def test_a_full_outbox_follows_its_policy_and_says_so(tmp_path, policy):
         kept = want[-50:] if policy == "drop-oldest" else want[:50]
         wait_for("the kept 50 at the consumer", lambda: set(kept) <= ids(arrival(sub)), 30)
         time.sleep(0.5)
-        assert ids(arrival(sub)) == set(kept)  # exactly those: the others were dropped or refused, and counted
+        after_start = {i for i in ids(arrival(sub)) if int(i.split(":")[1]) > start}
+        assert after_start == set(kept)  # exactly those: the others were dropped or refused, and counted
     finally:
         fleet.stop()
         sc.stop()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gridkey.bench.mosquitto import Pki
 from gridkey.transports.mqtt import sas
 from gridkey.transports.mqtt.config import BridgeConfigError, load, load_all
 from gridkey.transports.mqtt.profiles import KIND_EVENT, KIND_STATE, KIND_TELEMETRY
@@ -14,8 +15,12 @@ from gridkey.transports.mqtt.profiles import KIND_EVENT, KIND_STATE, KIND_TELEME
 
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("-----BEGIN X-----\n")
+    """A CA and a client certificate that load (the configuration loads them to check them)."""
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("gateway-7")
+    (tmp_path / "ca.pem").write_bytes(pki.ca.read_bytes())
+    (tmp_path / "cert.pem").write_bytes(cert.read_bytes())
+    (tmp_path / "key.pem").write_bytes(key.read_bytes())
     (tmp_path / "device.key").write_text(base64.b64encode(bytes(range(32))).decode())
     return tmp_path
 
@@ -75,11 +80,18 @@ def test_profiles_take_their_clouds_defaults(files):
 @pytest.mark.parametrize(
     ("change", "field", "reason"),
     [
-        (('client_id = "gateway-7"', 'client_id = "$gw"'), "client_id", "must not start with $"),
+        (('client_id = "gateway-7"', 'client_id = "$gw"'), "client_id", "does not start with $"),
+        (('client_id = "gateway-7"', 'client_id = "gw 7"'), "client_id", "letters, digits and :_-"),
+        (('host = "abc', 'mqtt = "3.1.1"\nhost = "abc'), "mqtt", "use MQTT 5 with aws-iot"),
+        (('host = "abc', 'port = 443\nhost = "abc'), "port", "needs ALPN or WebSockets"),
+        (('host = "abc', 'events = ["epoch.comitted"]\nhost = "abc'), "events", "unknown event kind 'epoch.comitted'"),
+        (('cert = "cert.pem"', 'cert = "ca.pem"'), "tls.cert", "do not load"),
+        (('ca = "ca.pem"', 'ca = "key.pem"'), "tls.ca", "not a CA certificate file"),
         (('client_id = "gateway-7"', 'client_id = "' + "x" * 129 + '"'), "client_id", "1 to 128 bytes"),
         (('host = "abc', 'qos = 2\nhost = "abc'), "qos", "QoS 2 is refused"),
         (('cert = "cert.pem"\n', ""), "tls.cert", "cert and key go together"),
         (('[bridge.tls]\nca = "ca.pem"\ncert = "cert.pem"\nkey = "key.pem"\n', ""), "tls", "mutual TLS"),
+        (('ca = "ca.pem"', 'ca = "key.pem"'), "tls.ca", "not a CA certificate file"),
         (('ca = "ca.pem"', 'ca = "missing.pem"'), "tls.ca", "is not a readable file"),
         (('host = "abc', 'colour = "red"\nhost = "abc'), "colour", "is not a known field"),
         (('host = "abc', 'port = "8883"\nhost = "abc'), "port", "must be an integer"),

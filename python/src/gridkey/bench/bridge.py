@@ -38,13 +38,17 @@ def _rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _wait(what: str, check, timeout: float) -> float:
+def _wait(what: str, check, timeout: float, *, required: bool = True) -> float:
+    """Seconds until ``check()``; past ``timeout``: exit (``required``) or go on (so losses get counted)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if check():
             return time.monotonic() - t0
         time.sleep(0.01)
-    raise SystemExit(f"bench bridge: timed out waiting for {what}")
+    if required:
+        raise SystemExit(f"bench bridge: timed out waiting for {what}")
+    print(f"bench bridge: {what} did not complete within {timeout:g} s", file=sys.stderr)
+    return timeout
 
 
 def run_profile(profile: str, messages: int, outage_s: float, work: Path) -> dict:
@@ -96,7 +100,9 @@ def run_profile(profile: str, messages: int, outage_s: float, work: Path) -> dic
         _wait("the bridge to connect", lambda: pub.status.connected, 30)
         t0 = time.monotonic()
         feed(0, messages)
-        _wait("the sustained phase", lambda: len(received()) >= messages, 3600)
+        # expected time plus a generous margin; then what has not arrived is counted as lost
+        patience = 60 + messages / (50 if profile == "aws-iot" else 200)
+        _wait("the sustained phase", lambda: len(received()) >= messages, patience, required=False)
         sustained_s = time.monotonic() - t0
 
         broker.stop()
@@ -106,7 +112,7 @@ def run_profile(profile: str, messages: int, outage_s: float, work: Path) -> dic
         time.sleep(max(0.0, outage_s - (time.monotonic() - t_down)))
         broker.start()
         t_up = time.monotonic()
-        _wait("the drain", lambda: len(received()) >= 2 * messages, 3600)
+        _wait("the drain", lambda: len(received()) >= 2 * messages, patience, required=False)
         drain_s = time.monotonic() - t_up
         outage = t_up - t_down
         got = [m.properties.get("msg_id", "") for m in consumer.snapshot()]

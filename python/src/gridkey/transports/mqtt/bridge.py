@@ -1,8 +1,8 @@
 """MQTT bridges: gateway events into the durable outbox, and the outbox out to each broker.
 
-Per bridge, two threads: the *intake* takes gateway events (the hub's live ones, and on start the
-ones the store holds after the bridge's cursor, so an event committed just before a crash is not
-lost) and accepts their messages into the outbox together with the new cursor; the *publisher*
+Per bridge, two threads: the *intake* reads the gateway's events from the store after the bridge's
+cursor (the hub only wakes it up) and accepts their messages into the outbox together with the new
+cursor, so an event committed just before a crash is taken after it; the *publisher*
 (publisher.py) drains the outbox. The gateway never waits for a broker: an outage only grows the
 outbox, within its bounds.
 
@@ -12,9 +12,7 @@ gateway service, never the other way round, and imports no other transport).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,10 +30,9 @@ from .publisher import Publisher
 
 log = logging.getLogger(__name__)
 
-REPLAY_PAGE = 500
+REPLAY_PAGE = 500  # gateway events accepted into the outbox in one transaction, at most
 REPLAY_SLACK = 256  # as the hub's replica poller: ids that may still commit below the newest seen
-INTAKE_BATCH = 200  # gateway events accepted into the outbox in one transaction
-QUEUE_SIZE = 50_000
+POLL_S = 1.0  # the store is read at least this often, even without a wake-up (other replicas)
 
 
 class Bridge:
@@ -52,114 +49,123 @@ class Bridge:
         self.gateway = gateway
         self.outbox = outbox
         self.profile = cfg.make_profile()
-        self.shaper = Shaper(cfg, self.profile, gateway.trust.coordinator.gateway_id, reading_values)
+        self.id_prefix = f"{gateway.trust.coordinator.gateway_id}-{outbox.instance_id}"
+        self.shaper = Shaper(cfg, self.profile, gateway.trust.coordinator.gateway_id, reading_values, self.id_prefix)
         observe = latency.labels(cfg.name).observe if latency is not None else None
         self.publisher = Publisher(cfg, self.profile, outbox, on_latency=observe)
-        self._events: queue.Queue[GatewayEvent | None] = queue.Queue(maxsize=QUEUE_SIZE)
-        self._overflow = threading.Event()
+        self.slack = REPLAY_SLACK if gateway.store.is_postgres else 0  # SQLite makes ids visible in order
+        self.intake_error: str | None = None
+        self.lost_to_retention = 0
+        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._recent: dict[int, None] = {}  # event ids taken within the slack (PostgreSQL only)
         self._unsubscribe = None
         self._intake = threading.Thread(target=self._run_intake, name=f"gridkey-bridge-in-{cfg.name}", daemon=True)
-        self.slack = REPLAY_SLACK if gateway.store.is_postgres else 0  # SQLite commits ids in order
 
     def start(self) -> None:
-        # subscribe before reading the store, so nothing committed in between is missed
         self._unsubscribe = self.gateway.hub.subscribe(self._on_event)
         self._intake.start()
         self.publisher.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        with contextlib.suppress(queue.Full):
-            self._events.put_nowait(None)
         self._intake.join(10)
         self.publisher.stop()
 
     def _on_event(self, ev: GatewayEvent) -> None:
-        """Hub subscriber (runs on the publishing thread): hand over, never block the gateway."""
-        if not self.shaper.wanted(ev):
-            return
-        try:
-            self._events.put_nowait(ev)
-        except queue.Full:  # the intake fell behind: it re-reads the store from its cursor
-            self._overflow.set()
+        """Hub subscriber (on the publishing thread): only a wake-up; the store is the source."""
+        if self.shaper.wanted(ev):
+            self._wake.set()
 
     # --- intake ---------------------------------------------------------------------------------
 
     def _run_intake(self) -> None:
-        try:
-            cursor = self.outbox.cursor(self.cfg.name)
-            if cursor is None:  # a new bridge forwards from now on, not the store's history
-                cursor = self.gateway.latest_event_id()
-                self.outbox.accept(self.cfg.name, [], cursor, self.cfg.outbox)
-            # On PostgreSQL, ids commit out of order across replicas: re-read a little before the
-            # cursor (a message sent already goes again, under its id; one still queued does not).
-            covered = self._replay(max(0, cursor - self.slack))
-            while not self._stop.is_set():
-                if self._overflow.is_set():
-                    self._overflow.clear()
-                    self._drain_queue()
-                    covered = self._replay(max(0, (self.outbox.cursor(self.cfg.name) or 0) - self.slack))
-                    continue
-                try:
-                    ev = self._events.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if ev is None:
-                    break
-                batch = [ev]
-                while len(batch) < INTAKE_BATCH:
-                    try:
-                        nxt = self._events.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._stop.set()
-                        break
-                    batch.append(nxt)
-                # live events come in publication order, which need not be id order: take each
-                # one the hub hands over (it hands each over once), except what the replay took
-                self._accept(sorted((e for e in batch if e.id > covered), key=lambda e: e.id))
-        except Exception:
-            log.exception("bridge %s: intake stopped", self.cfg.name)
+        """Take events from the store after the cursor, forever; a failure is retried, and shown.
 
-    def _drain_queue(self) -> None:
-        while True:
+        The store, not the hub, is read: the hub announces events after their transactions end, so
+        two concurrent requests can announce id 12 before id 11, while the store shows rows in id
+        order (SQLite has one writer at a time). On PostgreSQL, ids commit out of order across
+        replicas, so the last ``REPLAY_SLACK`` ids are read again and the ones taken are skipped.
+        """
+        failures = 0
+        while not self._stop.is_set():
             try:
-                self._events.get_nowait()
-            except queue.Empty:
-                return
+                cursor = self._start_cursor()
+                while not self._stop.is_set():
+                    cursor = self._take(cursor)
+                    failures = 0
+                    self.intake_error = None
+                    self._wake.wait(POLL_S)
+                    self._wake.clear()
+            except Exception as exc:  # the store may be busy or away: keep trying, say so
+                failures += 1
+                self.intake_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("bridge %s: intake failed (%s); retrying", self.cfg.name, self.intake_error)
+                self._stop.wait(min(30.0, 0.5 * 2**failures))
 
-    def _replay(self, after: int) -> int:
-        """Accept what the store holds after event ``after``; returns the last id it covered."""
+    def _start_cursor(self) -> int:
+        latest = self.gateway.latest_event_id()
+        cursor = self.outbox.cursor(self.cfg.name)
+        if cursor is None:  # a new bridge forwards from now on, not the store's history
+            self.outbox.accept(self.cfg.name, [], latest, self.cfg.outbox)
+            return latest
+        if cursor > latest:
+            # the store was restored or replaced: its ids start again below the cursor. New ids
+            # under a new id namespace, so no message id is ever reused for other content.
+            log.warning(
+                "bridge %s: the store's newest event (%d) is older than the bridge's cursor (%d): "
+                "forwarding from there under a new message id prefix",
+                self.cfg.name,
+                latest,
+                cursor,
+            )
+            self.outbox.renew_instance_id()
+            self.id_prefix = f"{self.gateway.trust.coordinator.gateway_id}-{self.outbox.instance_id}"
+            self.shaper.id_prefix = self.id_prefix
+            self.outbox.reset_cursor(self.cfg.name, latest)
+            return latest
+        return max(0, cursor - self.slack)
+
+    def _take(self, after: int) -> int:
+        """Accept the store's events after ``after`` in pages; returns the new cursor."""
         while not self._stop.is_set():
             page = self.gateway.events_since(after, limit=REPLAY_PAGE)
             if not page:
-                break
-            self._accept([e for e in page if self.shaper.wanted(e)], page[-1].id)
+                return after
+            if page[0].id > after + 1 and self.slack == 0 and after > 0:
+                lost = page[0].id - after - 1  # pruned before the bridge took them (event_retention)
+                self.lost_to_retention += lost
+                log.error("bridge %s: %d events were pruned before it took them", self.cfg.name, lost)
+            events = [e for e in page if e.id not in self._recent and self.shaper.wanted(e)]
+            messages = [m for ev in events for m in self.shaper.messages(ev)]
+            stats = self.outbox.accept(self.cfg.name, messages, page[-1].id, self.cfg.outbox)
+            if stats[REJECTED_FULL] or stats[DROPPED_FULL]:
+                log.warning(
+                    "bridge %s: outbox full (%s): %d rejected, %d oldest dropped",
+                    self.cfg.name,
+                    self.cfg.outbox.full,
+                    stats[REJECTED_FULL],
+                    stats[DROPPED_FULL],
+                )
+            if messages:
+                self.publisher.wake.set()
+            if self.slack:
+                for e in page:
+                    self._recent[e.id] = None
+                floor = page[-1].id - self.slack
+                for eid in [i for i in self._recent if i <= floor]:
+                    del self._recent[eid]
+                after = max(after, floor)  # re-read the slack next time, skipping what was taken
+                if len(page) < REPLAY_PAGE:
+                    return after
+                continue
             after = page[-1].id
             if len(page) < REPLAY_PAGE:
-                break
+                return after
         return after
-
-    def _accept(self, events: list[GatewayEvent], cursor: int | None = None) -> None:
-        cursor = max([e.id for e in events] + ([cursor] if cursor is not None else []), default=None)
-        if cursor is None:
-            return
-        messages = [m for ev in events for m in self.shaper.messages(ev)]
-        stats = self.outbox.accept(self.cfg.name, messages, cursor, self.cfg.outbox)
-        if stats[REJECTED_FULL] or stats[DROPPED_FULL]:
-            log.warning(
-                "bridge %s: outbox full (%s): %d rejected, %d oldest dropped",
-                self.cfg.name,
-                self.cfg.outbox.full,
-                stats[REJECTED_FULL],
-                stats[DROPPED_FULL],
-            )
-        if messages:
-            self.publisher.wake.set()
 
     # --- what it says about itself --------------------------------------------------------------
 
@@ -178,6 +184,9 @@ class Bridge:
             "connected_since": st.connected_since,
             "reconnects": st.reconnects,
             "last_error": st.last_error,
+            "intake_error": self.intake_error,
+            "lost_to_retention": self.lost_to_retention,
+            "id_prefix": self.id_prefix,
             "outbox": {
                 "messages": depth,
                 "bytes": size,

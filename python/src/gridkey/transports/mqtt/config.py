@@ -33,8 +33,11 @@ FULL_POLICIES = ("reject-new", "drop-oldest")
 MQTT_VERSIONS = ("3.1.1", "5")
 # Gateway events a bridge forwards by default: the key lifecycle, never protocol internals.
 DEFAULT_EVENTS = ("epoch.committed", "meter.revoked", "member.removed", "member.added", "session.aborted")
+# every kind a bridge can forward (messages.EVENT_FIELDS names their fields)
+EVENT_KINDS = frozenset({*DEFAULT_EVENTS, "meter.enrolled", "session.failed", "group.created", "rekey.requested"})
 AZURE_API_VERSION = "2021-04-12"
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+THING_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
 
 
 class BridgeConfigError(ValueError):
@@ -154,27 +157,36 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
     client_id = f.get("client_id", str, f"gridkey-{name}")
     if not client_id or len(client_id.encode()) > limits.max_client_id:
         raise f.fail("client_id", f"must be 1 to {limits.max_client_id} bytes for {profile_name}")
-    if profile_name == "aws-iot" and client_id.startswith("$"):
-        raise f.fail("client_id", "an AWS IoT thing name must not start with $")
+    if profile_name == "aws-iot" and (client_id.startswith("$") or set(client_id) - THING_NAME_CHARS):
+        raise f.fail("client_id", "an AWS IoT thing name is letters, digits and :_- (and does not start with $)")
     if profile_name != "generic" and any(c in client_id for c in "/#+"):
         raise f.fail("client_id", "must not contain / # or +")
     mqtt = f.choice("mqtt", MQTT_VERSIONS, "3.1.1" if profile_name == "azure-iot-hub" else "5")
     if profile_name == "azure-iot-hub" and mqtt != "3.1.1":
         raise f.fail("mqtt", "Azure IoT Hub speaks MQTT 3.1.1 on port 8883 (MQTT 5 is a different endpoint)")
+    if profile_name == "aws-iot" and mqtt != "5":
+        # 3.1.1 has no way to refuse one publish: AWS closes the connection instead, and the
+        # bridge could not tell a refused message from a broken link
+        raise f.fail("mqtt", "use MQTT 5 with aws-iot: its PUBACK reason codes say which message was refused")
     qos = f.get("qos", int, 1)
     if qos not in (0, 1) or qos > limits.max_qos:
         raise f.fail("qos", f"must be 0 or 1 (QoS 2 is refused by {profile_name}; the message id deduplicates)")
-    port = f.get("port", int, 8883 if profile_name != "generic" else 1883)
+    port = f.get("port", int, 8883 if profile_name != "generic" or "tls" in table else 1883)
     if not 1 <= port <= 65535:
         raise f.fail("port", "must be 1 to 65535")
+    if port == 443 and profile_name != "generic":
+        raise f.fail(
+            "port", f"{profile_name} on 443 needs ALPN or WebSockets, which this bridge does not speak; use 8883"
+        )
     host = f.get("host", str, required=True)
     keepalive = f.get("keepalive", int, 60)
     if not 5 <= keepalive <= 1200:  # AWS IoT Core: 30-1200 s; brokers commonly accept less
         raise f.fail("keepalive", "must be 5 to 1200 seconds")
     telemetry = f.choice("telemetry", TELEMETRY_MODES, "envelope")
     events = f.get("events", list, list(DEFAULT_EVENTS))
-    if not all(isinstance(e, str) and e for e in events):
-        raise f.fail("events", "must be a list of event kinds")
+    unknown = [e for e in events if not isinstance(e, str) or e not in EVENT_KINDS]
+    if unknown:
+        raise f.fail("events", f"unknown event kind {unknown[0]!r} (known: {', '.join(sorted(EVENT_KINDS))})")
     max_inflight = f.get("max_inflight", int, 100)
     if not 1 <= max_inflight <= 65535:
         raise f.fail("max_inflight", "must be 1 to 65535")
@@ -245,12 +257,14 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
             raise BridgeConfigError(name, "outbox", "max_messages must be >= 1 and max_bytes >= 1024")
     f.seen.add("outbox")
     retain_state = f.get("retain_state", bool, True)
+    allow_plaintext_auth = f.get("allow_plaintext_auth", bool, False)
     f.done()
 
     # what each profile needs to authenticate
     if profile_name == "aws-iot":
-        if tls is None or tls.cert is None or tls.ca is None:
-            raise BridgeConfigError(name, "tls", "aws-iot authenticates with mutual TLS: ca, cert and key are required")
+        if tls is None or tls.cert is None:
+            why = "aws-iot authenticates with mutual TLS: cert and key are required (ca: the system store if unset)"
+            raise BridgeConfigError(name, "tls", why)
         if username or password:
             raise BridgeConfigError(name, "auth", "aws-iot takes no username or password (mutual TLS on 8883)")
     if profile_name == "azure-iot-hub":
@@ -258,12 +272,19 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
         if sas_key is None and (tls is None or tls.cert is None) and not password:
             why = "azure-iot-hub needs sas_key_file (the bridge mints and renews SAS tokens) or an X.509 tls.cert"
             raise BridgeConfigError(name, "auth", why)
-        if username and username != f"{hub}/{client_id}/?api-version={AZURE_API_VERSION}":
+        if username and not username.startswith(f"{hub}/{client_id}/?api-version="):
             raise BridgeConfigError(name, "auth.username", "Azure's username is {hub}/{device}/?api-version=...")
     elif hub or sas_key:
         raise BridgeConfigError(name, "auth", "hub and sas_key_file belong to azure-iot-hub")
     if password and not username and profile_name == "generic":
         raise BridgeConfigError(name, "auth.username", "a password needs a username")
+    if password and tls is None and profile_name == "generic" and not allow_plaintext_auth:
+        why = (
+            "a password over plain TCP can be read on the wire: configure [bridge.tls], or allow_plaintext_auth = true"
+        )
+        raise BridgeConfigError(name, "auth.password", why)
+    if tls is not None:
+        _check_tls(name, tls)
 
     cfg = BridgeConfig(
         name=name,
@@ -295,6 +316,25 @@ def parse_bridge(table: dict[str, Any], base: Path) -> BridgeConfig:
         if why:
             raise BridgeConfigError(name, f"topics.{kind}", why)
     return cfg
+
+
+def _check_tls(name: str, tls: Tls) -> None:
+    """Load the CA and the client certificate now, so a wrong file is refused at start, not at connect."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    if tls.ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.ca))
+        except ssl.SSLError as exc:
+            raise BridgeConfigError(name, "tls.ca", f"not a CA certificate file: {exc.reason or exc}") from None
+    if tls.cert is not None:
+        try:
+            # no password: an encrypted key would make OpenSSL prompt on a terminal at every connect
+            ctx.load_cert_chain(str(tls.cert), str(tls.key), password=lambda: b"")
+        except ssl.SSLError as exc:
+            why = f"cert and key do not load (an encrypted key is not supported): {exc.reason or exc}"
+            raise BridgeConfigError(name, "tls.cert", why) from None
 
 
 def load(path: Path) -> list[BridgeConfig]:

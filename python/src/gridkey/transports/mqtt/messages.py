@@ -6,8 +6,9 @@ the gateway relays (COSE_Encrypt0, base64) unless the bridge is configured with
 ``telemetry = "decrypted"``, where it carries what the sidecar's controller decrypted; that mode
 needs ``--controller``, which makes the sidecar process a group member and so a key holder.
 
-Message ids are ``{gateway}:{event id}:{n}``: the same event always gives the same ids, so a
-consumer deduplicates the repeats at-least-once delivery brings, across crashes too.
+Message ids are ``{gateway}-{outbox instance}:{event id}:{n}``: the same event always gives the same
+ids, so a consumer deduplicates the repeats at-least-once delivery brings, across crashes too; the
+outbox's random instance id keeps two sites (or a restored store) from reusing one.
 """
 
 from __future__ import annotations
@@ -47,18 +48,24 @@ class Shaper:
     """Turns gateway events into one bridge's messages."""
 
     def __init__(
-        self, cfg: BridgeConfig, profile: Profile, gateway_id: str, reading_values: ReadingValues | None
+        self,
+        cfg: BridgeConfig,
+        profile: Profile,
+        gateway_id: str,
+        reading_values: ReadingValues | None,
+        id_prefix: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.profile = profile
         self.gateway_id = gateway_id
+        self.id_prefix = id_prefix or gateway_id
         self.reading_values = reading_values
         self.events = frozenset(cfg.events)
 
     def wanted(self, ev: GatewayEvent) -> bool:
         if ev.kind == "data.reading":
             return self.cfg.telemetry != "off"
-        return ev.kind in self.events
+        return ev.kind in self.events or ev.kind == "epoch.committed"  # the reported state, always
 
     def messages(self, ev: GatewayEvent) -> list[OutMessage]:
         if not self.wanted(ev):
@@ -66,15 +73,16 @@ class Shaper:
         out: list[OutMessage] = []
 
         def add(kind: str, topic: str, body: dict[str, Any] | bytes, retain: bool = False) -> None:
-            msg_id = f"{self.gateway_id}:{ev.id}:{len(out)}"
+            msg_id = f"{self.id_prefix}:{ev.id}:{len(out)}"
             payload = body if isinstance(body, bytes) else dumps({"msg_id": msg_id, **body})
             out.append(OutMessage(msg_id, kind, topic, payload, self.cfg.qos, retain))
 
         if ev.kind == "data.reading":
             add(KIND_TELEMETRY, self.profile.topic(KIND_TELEMETRY, group=ev.group_id or ""), self._reading(ev))
             return out
-        body = self._event_body(ev)
-        add(KIND_EVENT, self.profile.topic(KIND_EVENT, group=ev.group_id or "", event_kind=ev.kind), body)
+        if ev.kind in self.events:
+            body = self._event_body(ev)
+            add(KIND_EVENT, self.profile.topic(KIND_EVENT, group=ev.group_id or "", event_kind=ev.kind), body)
         if ev.kind == "epoch.committed" and ev.group_id:
             state = {
                 "keyVersion": ev.body.get("epoch"),
@@ -82,7 +90,7 @@ class Shaper:
                 "members": len(ev.body.get("members", [])),
                 "committedAt": ev.ts,
             }
-            msg_id = f"{self.gateway_id}:{ev.id}:{len(out)}"
+            msg_id = f"{self.id_prefix}:{ev.id}:{len(out)}"
             topic, payload, retain = self.profile.state_message(ev.group_id, state, msg_id)
             add(KIND_STATE, topic, payload, retain and self.cfg.retain_state)
         return out

@@ -20,6 +20,7 @@ Guarantees (docs/bridges.md):
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 import time
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS queues (
     cursor   INTEGER,                 -- the last gateway event id accepted (NULL: none yet)
     count    INTEGER NOT NULL DEFAULT 0,
     bytes    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
     bridge TEXT NOT NULL,
@@ -116,13 +121,27 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a power cut, not only a crash, keeps what was accepted
         self._db.executescript(SCHEMA)
+        self.path.chmod(0o600)  # it can hold readings and the topology of the grid
         self._lock = threading.Lock()
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()
+        self.instance_id = row[0] if row else self.renew_instance_id()
         # Removals (acks) on a connection of their own at synchronous=NORMAL: a removal lost to a
         # power cut only means the message goes again under its id, which at-least-once allows;
         # an acceptance lost would be a message lost, so acceptances keep FULL.
         self._rm = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._rm.execute("PRAGMA synchronous=NORMAL")
         self._rm_lock = threading.Lock()
+
+    def renew_instance_id(self) -> str:
+        """A random id for this outbox, part of every message id: two sites (or one site's
+        store restored from a backup) never give the same id to different messages."""
+        self.instance_id = secrets.token_hex(4)
+        self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('instance', ?)", (self.instance_id,))
+        return self.instance_id
+
+    def reset_cursor(self, bridge: str, cursor: int) -> None:
+        with self._lock:
+            self._db.execute("UPDATE queues SET cursor = ? WHERE bridge = ?", (cursor, bridge))
 
     def close(self) -> None:
         with self._lock, self._rm_lock:
@@ -192,11 +211,13 @@ class Outbox:
         return [Queued(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], bool(r[6]), r[7], r[8]) for r in rows]
 
     def attempted(self, seqs: Iterable[int]) -> None:
+        """Count a send of each message (a poison message is dead-lettered after MAX_ATTEMPTS)."""
         seqs = list(seqs)
         if not seqs:
             return
-        with self._lock:
-            self._db.executemany("UPDATE messages SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
+        with self._rm_lock:
+            sql = "UPDATE messages SET attempts = attempts + 1 WHERE seq IN (%s)" % ",".join("?" * len(seqs))  # noqa: S608, UP031 - placeholders only
+            self._rm.execute(sql, seqs)
 
     def ack(self, bridge: str, seqs: Iterable[int]) -> int:
         """Remove messages the broker acknowledged (a successful PUBACK); returns how many were queued."""

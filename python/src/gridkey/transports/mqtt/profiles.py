@@ -84,7 +84,7 @@ class Profile:
             return f"topic has {topic.count('/') + 1} levels; {self.name} allows {self.limits.max_topic_levels}"
         return None
 
-    def check_payload(self, payload: bytes) -> str | None:
+    def check_payload(self, payload: bytes, topic: str = "") -> str | None:
         if len(payload) > self.limits.max_payload:
             return f"payload is {len(payload)} bytes; {self.name} allows {self.limits.max_payload}"
         return None
@@ -112,7 +112,8 @@ class AwsIotProfile(Profile):
 
     def state_message(self, group: str, state: dict[str, Any], msg_id: str) -> tuple[str, bytes, bool]:
         # the classic shadow merges reported state; clientToken comes back in /accepted or /rejected
-        doc = {"state": {"reported": {"gridkey": {"groups": {group: state}}}}, "clientToken": msg_id[-64:]}
+        reported = {"gridkey": {"groups": {group: state}, "msgId": msg_id}}
+        doc = {"state": {"reported": reported}, "clientToken": msg_id[-64:]}
         return self.topic(KIND_STATE), _json(doc), False
 
     def subscriptions(self) -> list[str]:
@@ -157,9 +158,17 @@ class AzureIotHubProfile(Profile):
         # system property names stay as they are ($.ct), values are url-encoded (application%2Fjson)
         return base + "&".join(f"{k}={quote(v, safe='')}" for k, v in props.items())
 
+    def check_payload(self, payload: bytes, topic: str = "") -> str | None:
+        # IoT Hub's 256 KB counts the properties in the topic too
+        if len(payload) + len(topic.encode()) > self.limits.max_payload:
+            return (
+                f"message is {len(payload) + len(topic.encode())} bytes with its properties; {self.name} allows 262144"
+            )
+        return None
+
     def state_message(self, group: str, state: dict[str, Any], msg_id: str) -> tuple[str, bytes, bool]:
         # a twin PATCH merges into the reported properties; its request id ($rid) names the message
-        return self.topic(KIND_STATE), _json({"gridkey": {"groups": {group: state}}}), False
+        return self.topic(KIND_STATE), _json({"gridkey": {"groups": {group: state}, "msgId": msg_id}}), False
 
     def subscriptions(self) -> list[str]:
         return ["$iothub/twin/res/#"]

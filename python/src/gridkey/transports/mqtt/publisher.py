@@ -12,9 +12,15 @@ and Azure) loses nothing, and paho's own in-memory queue is never relied on.
   before it is sent.
 * After a disconnect everything unacknowledged is sent again, oldest first, under the same
   message id (at least once); reconnects back off exponentially with full jitter.
-* ``aws-iot`` never sends more than 100 publishes in any one-second window of a connection: a
-  sliding window over the last 100 send times (stricter than a token bucket, which allows a
-  burst of 2x at a window edge), with a 10 % margin for clock and network jitter.
+* ``aws-iot`` never sends more than 100 publishes in any one-second window of a connection: sends
+  are spaced evenly, 100 per 1.1 s (a 10 % margin for clock and network jitter; see :class:`Pacer`).
+* The broker's CONNACK limits apply: Receive Maximum bounds the in-flight window, Maximum Packet
+  Size the payload (paho 2.2 reads neither itself).
+* A failure reason code that names the message (0x87 not authorized, 0x90 topic name invalid, 0x95
+  packet too large, 0x99 payload format invalid) dead-letters it; any other (0x97 quota exceeded,
+  0x80 unspecified, ...) says "not now": the connection is dropped and the message goes again
+  after the backoff. A message the broker keeps disconnecting on (MQTT 3.1.1 cannot refuse a
+  publish: AWS and Azure close the connection instead) is dead-lettered after MAX_ATTEMPTS sends.
 * ``azure-iot-hub`` mints its SAS token from the device key (``sas.window``: valid ttl..2*ttl) and
   reconnects with a fresh one at the window edge, ``ttl`` seconds before the old one expires.
 """
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 15.0
 BACKOFF_MIN_S = 0.5
 RATE_MARGIN = 1.1  # a 100/s limit is kept as 100 per 1.1 s
+PERMANENT = frozenset({0x87, 0x90, 0x95, 0x99})  # reason codes that say the message itself is refused
+MAX_ATTEMPTS = 10  # sends of one message on connections that dropped before it was acknowledged
 ACK_BATCH = 64  # acknowledgements removed from the outbox in one transaction
 ACK_DELAY_S = 0.05  # ... or after this long, whichever comes first
 
@@ -69,20 +77,23 @@ class BridgeStatus:
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
 
 
-class SlidingWindow:
-    """At most ``limit`` events in any ``window_s`` seconds: ``wait()`` says how long to hold off."""
+class Pacer:
+    """At most ``limit`` sends in any ``window_s`` seconds, spread evenly: one per ``window_s / limit``.
+
+    Even spacing rather than a token bucket (which lets a full bucket go at once and then refill, so
+    a receiver's one-second window can see up to twice the limit) or a sliding log (bursts of the
+    whole limit at each window edge, which network jitter can push into one receiver-side second).
+    """
 
     def __init__(self, limit: int, window_s: float) -> None:
-        self.limit, self.window_s = limit, window_s
-        self.times: collections.deque[float] = collections.deque()
+        self.interval = window_s / limit
+        self.next_at = 0.0
 
     def wait(self, now: float) -> float:
-        while self.times and now - self.times[0] >= self.window_s:
-            self.times.popleft()
-        return 0.0 if len(self.times) < self.limit else self.window_s - (now - self.times[0])
+        return max(0.0, self.next_at - now)
 
     def mark(self, now: float) -> None:
-        self.times.append(now)
+        self.next_at = max(now, self.next_at) + self.interval
 
 
 class Publisher:
@@ -148,7 +159,7 @@ class Publisher:
         if tls is not None or self.cfg.profile != "generic":
             ctx = ssl.create_default_context(cafile=str(tls.ca) if tls and tls.ca else None)
             if tls and tls.cert:
-                ctx.load_cert_chain(str(tls.cert), str(tls.key))
+                ctx.load_cert_chain(str(tls.cert), str(tls.key), password=lambda: b"")
             client.tls_set_context(ctx)
         renew_at = None
         if self.cfg.profile == "azure-iot-hub":
@@ -172,6 +183,8 @@ class Publisher:
 
         def on_connect(c, userdata, flags, reason_code, properties):
             state["connack"] = reason_code
+            state["receive_max"] = getattr(properties, "ReceiveMaximum", None) if properties else None
+            state["max_packet"] = getattr(properties, "MaximumPacketSize", None) if properties else None
 
         def on_disconnect(c, userdata, flags, reason_code, properties):
             state["down"] = reason_code
@@ -181,8 +194,10 @@ class Publisher:
             if entry is None:
                 return
             seq, sent = entry
-            if reason_code.is_failure:
+            if reason_code.is_failure and reason_code.value in PERMANENT:
                 state["failed"].append((seq, f"broker refused: {reason_code} (0x{reason_code.value:02x})"))
+            elif reason_code.is_failure:  # "not now": keep it, reconnect later
+                state["transient"] = f"broker deferred message {seq}: {reason_code} (0x{reason_code.value:02x})"
             else:
                 state["acks"].append(seq)
                 self.on_latency(time.monotonic() - sent)
@@ -206,6 +221,7 @@ class Publisher:
             if rc is None or rc.is_failure:
                 raise ConnectionRefusedError(f"the broker refused the connection: {rc or state['down']}")
             self.status.last_connack = str(rc)
+            self._failures = 0  # a connection was made: the next outage backs off from the start
             self.status.connected = True
             self.status.connected_since = int(self.clock())
             self.status.reconnects += 1
@@ -222,7 +238,9 @@ class Publisher:
 
     def _pump(self, client: mqtt.Client, state: dict, inflight: dict, renew_at: float | None) -> None:
         limits = self.profile.limits
-        window = SlidingWindow(int(limits.max_rate), RATE_MARGIN) if limits.max_rate else None
+        pacer = Pacer(int(limits.max_rate), RATE_MARGIN) if limits.max_rate else None
+        window = min(self.cfg.max_inflight, state.get("receive_max") or 65535)
+        max_packet = state.get("max_packet")
         last_sent = 0
         settled = time.monotonic()
         batch: list[Queued] = []
@@ -230,18 +248,26 @@ class Publisher:
             if renew_at is not None and self.clock() >= renew_at:
                 log.info("bridge %s: renewing its SAS token", self.cfg.name)
                 return  # a new connection, with a new token
-            room = self.cfg.max_inflight - len(inflight)
+            if state.get("transient"):
+                raise ConnectionError(state["transient"])
+            room = window - len(inflight)
             if not batch and room > 0:
                 batch = self.outbox.pending(self.cfg.name, after_seq=last_sent, limit=min(room, 500))
             sent_any = False
-            while batch and len(inflight) < self.cfg.max_inflight and state["down"] is None:
-                if window is not None:
-                    hold = window.wait(time.monotonic())
-                    if hold > 0:
+            held = 0.0
+            sent: list[int] = []
+            while batch and len(inflight) < window and state["down"] is None:
+                if pacer is not None:
+                    held = pacer.wait(time.monotonic())
+                    if held > 0:
                         break
                 q = batch.pop(0)
                 last_sent = q.seq
-                why = self.profile.check_payload(q.payload) or self.profile.check_topic(q.topic)
+                why = self.profile.check_payload(q.payload, q.topic) or self.profile.check_topic(q.topic)
+                if why is None and max_packet and len(q.payload) + len(q.topic) + 64 > max_packet:
+                    why = f"the broker's Maximum Packet Size is {max_packet} bytes"
+                if why is None and q.attempts >= MAX_ATTEMPTS:
+                    why = f"sent {q.attempts} times on connections that dropped before the broker acknowledged it"
                 if why:
                     state["failed"].append((q.seq, f"refused before sending: {why}"))
                     continue
@@ -249,14 +275,20 @@ class Publisher:
                                       properties=self._properties(q))  # fmt: skip
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
-                if window is not None:
-                    window.mark(time.monotonic())
-                if q.qos == 0:
-                    state["acks"].append(q.seq)  # nothing will acknowledge it: written is all QoS 0 promises
-                else:
-                    inflight[info.mid] = (q.seq, time.monotonic())
+                if pacer is not None:
+                    pacer.mark(time.monotonic())
+                # QoS 0 too: paho calls on_publish once the packet is written, which is all QoS 0
+                # can promise; until then a dropped connection loses it from paho's buffer
+                inflight[info.mid] = (q.seq, time.monotonic())
+                sent.append(q.seq)
                 sent_any = True
-            client.loop(0.0 if sent_any or batch else 0.05)
+            self.outbox.attempted(sent)
+            if sent_any:
+                client.loop(0.0)
+            elif batch or inflight:
+                client.loop(min(0.05, held) if held else 0.01)  # waiting on the pacer or on PUBACKs
+            else:
+                client.loop(0.0)
             # one outbox transaction per batch of acknowledgements, not per PUBACK
             if len(state["acks"]) >= ACK_BATCH or state["failed"] or time.monotonic() - settled >= ACK_DELAY_S:
                 self._settle(state)
