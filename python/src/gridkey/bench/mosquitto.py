@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,9 +42,22 @@ MOSQUITTO_PASSWD = os.environ.get("GRIDKEY_MOSQUITTO_PASSWD", "/usr/bin/mosquitt
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port *below* the ephemeral range: a bridge reconnecting to a stopped broker's port
+    could otherwise be given that very port as its own source port (a TCP self-connect, on Linux),
+    or a client's outgoing connection could take it, and the broker could not start again on it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 class Pki:
