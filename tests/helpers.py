@@ -291,3 +291,28 @@ class FleetRunner:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+# Known tracebacks, each documented by a test or an open issue: (final exception line, where it is raised).
+KNOWN_TRACEBACKS = [
+    ("UnicodeDecodeError", "aiocoap/optiontypes.py"),  # test_coap_bad_input: test_invalid_utf8_uri_path_is_rejected
+]
+# aiocoap 0.4.17's pipe, reached from GkResource.render_to_pipe when an exchange has ended (a meter
+# gone mid-observation, a hostile network): the open issue "Tests that can fail, and a fleet that
+# survives the field", item 2, tracks it. Only tests where meters vanish on purpose tolerate it.
+AIOCOAP_PIPE_TRACEBACKS = [
+    ("TypeError: 'bool' object is not iterable", "aiocoap/pipe.py"),
+    ("TypeError: Logger._log() got an unexpected keyword argument 'exception'", "aiocoap/pipe.py"),
+]
+
+
+def unexpected_tracebacks(log: str, known: list[tuple[str, str]] = KNOWN_TRACEBACKS) -> list[str]:
+    """Tracebacks in a sidecar log other than the ``known`` ones."""
+    out = []
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        lines = block.splitlines()
+        last = next((ln for ln in lines[1:] if ln and not ln.startswith((" ", "\t"))), "")
+        if any(last.startswith(exc) and where in block for exc, where in known):
+            continue
+        out.append("\n".join(lines[:30]))
+    return out

@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 
 from gridkey.protocol.messages import MESSAGE_CLASSES, Bundle, decode
 from gridkey.protocol.requests import MeterRequest
-from helpers import FleetRunner, LoopThread, SidecarProc, wait_for
+from helpers import FleetRunner, LoopThread, SidecarProc, unexpected_tracebacks, wait_for
 
 GROUP = "bi-g"
 METERS = ["bi-1", "bi-2"]
@@ -524,21 +524,3 @@ def test_sidecar_still_serves_and_the_store_is_unchanged(live: Live) -> None:
     finally:
         late.stop()
     assert sc.api("GET", "/v1/audit/verify")["ok"] is True
-
-
-# Known tracebacks, each documented by an xfail test above: (final exception line, where it is raised).
-KNOWN_TRACEBACKS = [
-    ("UnicodeDecodeError", "aiocoap/optiontypes.py"),  # test_invalid_utf8_uri_path_is_rejected
-]
-
-
-def unexpected_tracebacks(log: str) -> list[str]:
-    """Tracebacks in the sidecar log other than the known ones (see the xfail tests)."""
-    out = []
-    for block in log.split("Traceback (most recent call last):")[1:]:
-        lines = block.splitlines()
-        last = next((ln for ln in lines[1:] if ln and not ln.startswith((" ", "\t"))), "")
-        if any(last.startswith(exc) and where in block for exc, where in KNOWN_TRACEBACKS):
-            continue
-        out.append("\n".join(lines[:30]))
-    return out
