@@ -140,7 +140,9 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
         assert readings >= 10_000
         print(f"produced {readings} readings and 3 rekeys in {produced_s:.1f} s")
         want = expected_ids(sc, start)
-        assert len(want) == readings + 2 * 3  # readings, then epochs 2-4 (event + state each)
+        # readings, epochs 2-4 (event + state each), and whatever else the store holds that a bridge
+        # forwards (a negotiation aborted on a loaded machine, say): the store is the truth
+        assert len(want) >= readings + 2 * 3
         st = wait_for("all of it queued", lambda: (s := sc.api("GET", "/v1/bridges")[0])["outbox"]["messages"]
                       >= len(want) and s, 60)  # fmt: skip
         assert not st["connected"] and st["counters"]["dropped_full"] == 0
