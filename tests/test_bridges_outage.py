@@ -65,9 +65,10 @@ def assert_delivered(got: list[tuple[str, int]], want: list[str]) -> dict:
             first[msg_id] = seq
     missing = [i for i in want if i not in first]
     assert not missing, f"{len(missing)} lost, e.g. {missing[:5]}"
-    order = [first[i] for i in first if i in set(want)]
+    wanted = set(want)
+    order = [first[i] for i in first if i in wanted]
     assert order == sorted(order), "order per bridge not kept"
-    return {"delivered": len(want), "duplicates": len(got) - len(first)}
+    return {"delivered": len(want), "duplicates": sum(i in wanted for i, _ in got) - len(wanted)}
 
 
 def produce_readings(
@@ -96,6 +97,18 @@ def produce_readings(
         return sum(await asyncio.gather(*(one(m, i) for i in range(per_meter) for m in METERS)))
 
     return fleet.loop.run(all_(), timeout=900)
+
+
+def wait_agreed(fleet: FleetRunner, epoch: int, timeout: float = 60.0) -> None:
+    """Every meter holds one key of an epoch >= ``epoch``. Not ``wait_epoch``: on a loaded machine a
+    stalled negotiation or a meter's rejoin can add an epoch, and which one we stop at is not the
+    point here; the store says what the bridge must deliver."""
+
+    def agreed() -> bool:
+        ks = fleet.key_ids(GROUP, METERS)
+        return min(e for e, _ in ks.values()) >= epoch and len(set(ks.values())) == 1
+
+    wait_for(f"all meters agree on an epoch >= {epoch}", agreed, timeout)
 
 
 def readings_in_store(sc: SidecarProc, after: int) -> int:
@@ -134,7 +147,7 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
         produce_readings(fleet, 1000)
         for e in range(2, 5):
             sc.api("POST", f"/v1/groups/{GROUP}/rekey")
-            fleet.wait_epoch(GROUP, e, METERS)
+            wait_agreed(fleet, e)
         produced_s = time.monotonic() - t0
         readings = readings_in_store(sc, start)
         assert readings >= 10_000
@@ -156,7 +169,6 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
 
         # 2. with the broker gone again, kill -9 the sidecar while readings pour in (>= 1,000 queued):
         # events committed in the last moments, not yet in the outbox, must come out after the restart
-        before = len(arrival(sub))
         mark = max(int(i.split(":")[1]) for i in want)
         broker.stop()
         halt = threading.Event()
@@ -181,7 +193,8 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
             120,
         )
         wait_for("everything at the consumer", lambda: set(want2) <= ids(arrival(sub)), 60)
-        second = assert_delivered(arrival(sub)[before:], want2)
+        # the whole arrival list: events committed after phase 1's snapshot may have come out with it
+        second = assert_delivered(arrival(sub), want2)
         print(f"crash: {queued} queued at the kill, {second['delivered']} delivered, {second['duplicates']} duplicates")
         # the kill -9 and the meters stopping mid-observation may hit aiocoap's pipe bug (an open issue)
         log = sc.log_path.read_text(errors="replace")

@@ -238,3 +238,48 @@ def test_bundles_larger_than_a_block_go_block_wise(sidecar):
     assert len(whole) > 1024, "the bundle fits one block: this test would prove nothing"
     assert whole == small == walked
     assert past.code == Code.BAD_REQUEST
+
+
+def test_a_list_that_grows_between_blocks_says_so_with_its_etag(sidecar):
+    """``/gk/groups/{g}/data`` grows while a meter walks its blocks, and a second walk of the same URL
+    from the same meter replaces aiocoap's one cached rendering mid-walk (seen under load in the
+    bridge outage test: glued blocks decoded as garbage and killed a meter's observe loop). Each
+    rendering carries its own ETag, so the first walk sees the change, and the meter's link refuses
+    the mix (a LinkError, retried later) instead of decoding it."""
+    import aiocoap
+    from aiocoap.numbers.codes import Code
+
+    meters = ["grow-1", "grow-2"]
+    fleet = FleetRunner(sidecar, meters).start()
+    url = f"{sidecar.coap_url}/gk/groups/grow/data?after=0"
+
+    async def walks() -> tuple[aiocoap.Message, aiocoap.Message, aiocoap.Message]:
+        agent = fleet.agent("grow-1")
+        for i in range(8):
+            assert await agent.send_reading("grow", {"kWh": i}) is not None
+        ctx = await aiocoap.Context.create_client_context()
+
+        async def block(num: int) -> aiocoap.Message:
+            msg = aiocoap.Message(code=Code.GET, uri=url, block2=(num, False, 2))
+            r = await ctx.request(msg, handle_blockwise=False).response
+            assert r.code == Code.CONTENT, r
+            return r
+
+        try:
+            a0 = await block(0)  # walk A starts
+            assert await agent.send_reading("grow", {"kWh": 99}) is not None
+            b0 = await block(0)  # walk B starts on the grown list
+            a1 = await block(1)  # walk A goes on: this block is from B's rendering
+            return a0, b0, a1
+        finally:
+            await ctx.shutdown()
+
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "grow", "members": meters})
+        fleet.wait_epoch("grow", 1, meters)
+        a0, b0, a1 = fleet.loop.run(walks())
+    finally:
+        fleet.stop()
+    assert a0.opt.block2.more and a0.opt.etag, "one block, or no ETag: this test would prove nothing"
+    assert b0.opt.etag != a0.opt.etag, "two renderings of a grown list under one ETag"
+    assert a1.opt.etag == b0.opt.etag, "block 1 does not say which rendering it belongs to"

@@ -76,6 +76,11 @@ def test_mutations_raise_only_decode_error(value, data):
         ("5b00000000ffffffff", "string claiming 4 GB"),
         ("a1818101", "array as map key"),
         ("818181818181818181818101", "nesting deeper than the limit"),
+        ("a20105f507", "{1: 5, true: 7}: true would alias 1"),
+        ("a1f400", "{false: 0}: false would alias 0"),
+        ("a1f600", "null as a map key"),
+        ("a1616101", "text as a map key"),
+        ("a1416101", "bytes as a map key"),
     ],
 )
 def test_rejects(hexdata, why):
@@ -130,3 +135,30 @@ def test_check_fields():
     for bad in ({1: True}, {1: -1}, {1: "2"}, {2: 1}, {1: 1, 2: 2}, [1]):
         with pytest.raises(DecodeError):
             cbor.check_fields(bad, {1: int})
+
+
+@given(
+    st.dictionaries(st.integers(min_value=0, max_value=23), scalars, max_size=4),
+    st.one_of(st.booleans(), st.none(), st.text(max_size=3), st.binary(max_size=3)),
+    scalars,
+)
+def test_any_non_integer_map_key_is_rejected(m, key, value):
+    """Python's ``True == 1`` would merge a boolean key into an integer one; only integers are keys."""
+    # by hand: a Python dict would merge True into 1 before encoding
+    pairs = sorted([(cbor.dumps(k), cbor.dumps(v)) for k, v in m.items()] + [(cbor.dumps(key), cbor.dumps(value))])
+    data = bytes([0xA0 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+    with pytest.raises(DecodeError):
+        cbor.loads(data, max_size=10_000)
+
+
+def test_check_fields_refuses_boolean_keys_even_from_a_dict():
+    with pytest.raises(DecodeError):
+        cbor.check_fields({True: 5}, {1: int})
+
+
+def test_a_request_saying_enroll_cannot_be_read_as_rejoin():
+    """{1: "enroll", 2: "m-1", 3: 0, true: "rejoin"}: cbor2 alone returns {1: "rejoin", ...}."""
+    data = b"\xa4\x01" + cbor2.dumps("enroll") + b"\x02" + cbor2.dumps("m-1") + b"\x03\x00\xf5" + cbor2.dumps("rejoin")
+    assert cbor2.loads(data)[1] == "rejoin"  # the aliasing this guards against
+    with pytest.raises(DecodeError, match="integers"):
+        cbor.loads(data, max_size=10_000)

@@ -1,5 +1,7 @@
 """Group arithmetic and strict element/scalar decoding for both suites."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,6 +53,55 @@ def test_ristretto_rejects_non_canonical():
     # a negative field element (lowest bit set) is never a valid ristretto255 encoding
     with pytest.raises(InvalidElement):
         RISTRETTO255.decode(b"\x01" + bytes(31))
+
+
+RFC9496_BAD = [
+    line
+    for line in (Path(__file__).parent / "data" / "rfc9496-bad-encodings.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+]
+
+
+@pytest.mark.parametrize("hexdata", RFC9496_BAD)
+def test_ristretto_rejects_every_rfc9496_bad_encoding(hexdata):
+    with pytest.raises(InvalidElement):
+        RISTRETTO255.decode(bytes.fromhex(hexdata))
+
+
+def test_ristretto_rejects_the_identity_with_bit_255_set():
+    with pytest.raises(InvalidElement):
+        RISTRETTO255.decode(bytes(31) + b"\x80")
+
+
+@given(st.integers(min_value=1, max_value=RISTRETTO255.order - 1))
+def test_ristretto_rejects_bit_255_aliases(s):
+    enc = RISTRETTO255.encode(RISTRETTO255.base_mult(s))
+    assert RISTRETTO255.decode(enc) == enc
+    with pytest.raises(InvalidElement):
+        RISTRETTO255.decode(enc[:31] + bytes([enc[31] | 0x80]))
+
+
+@given(st.integers(min_value=1, max_value=P256_GROUP.order - 1), st.sampled_from([0, 1, 4, 5, 6, 7, 0xFF]))
+def test_p256_accepts_only_the_compressed_form_of_a_point(s, prefix):
+    """SEC1 edge cases: the other prefixes (identity, uncompressed, hybrid, garbage) never decode, and a
+    valid point flipped to the other y parity is the negated point, a different element."""
+    g = P256_GROUP
+    enc = g.encode(g.base_mult(s))
+    assert g.encode(g.decode(enc)) == enc
+    with pytest.raises(InvalidElement):
+        g.decode(bytes([prefix]) + enc[1:])
+    flipped = bytes([enc[0] ^ 1]) + enc[1:]
+    assert g.encode(g.decode(flipped)) == flipped != enc
+
+
+def test_p256_rejects_x_at_or_above_p_and_the_infinity_byte():
+    g = P256_GROUP
+    for x in (g.p, g.p + 1, 2**256 - 1):
+        with pytest.raises(InvalidElement):
+            g.decode(b"\x03" + x.to_bytes(32, "big"))
+    for data in (b"\x00", b"\x00" * 33, b"\x02" + bytes(31)):
+        with pytest.raises(InvalidElement):
+            g.decode(data)
 
 
 def test_p256_rejects_off_curve_uncompressed_and_unreduced():
@@ -107,3 +158,17 @@ def test_suites_know_their_signatures():
         assert len(key.kid) == 8
         assert "PRIVATE" not in repr(key)
     assert not GK1.accepts_key(GK2.generate_signing_key(rng).public_key)
+
+
+@given(st.binary(max_size=64))
+def test_ecdsa_signatures_are_low_s_and_high_s_is_refused(msg):
+    """GK2: (r, n - s) is a second valid ECDSA signature on the same message; only low-S verifies."""
+    from gridkey.crypto.signatures import P256SigningKey
+
+    n = P256_GROUP.order
+    key = P256SigningKey.generate(SeededRng(b"low-s"))
+    sig = key.sign(msg)
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    assert s <= n // 2 and key.public_key.verify(sig, msg)
+    high = r.to_bytes(32, "big") + (n - s).to_bytes(32, "big")
+    assert not key.public_key.verify(high, msg)

@@ -137,7 +137,13 @@ class Ristretto255(Group):
         data = bytes(data)
         if data == self.identity_encoding:
             raise InvalidElement("identity element")
-        if not rbcl.crypto_core_ristretto255_is_valid_point(data):
+        # RFC 9496 §4.3.1: only the canonical encoding decodes. The libsodium bundled by rbcl 1.0
+        # ignores bit 255 (so 00..80 decoded as the identity, and p|0x80 as p); its re-encoding
+        # (p + identity) is canonical, so comparing with it rejects every alias, whatever libsodium
+        # lets through.
+        if data[31] & 0x80 or not rbcl.crypto_core_ristretto255_is_valid_point(data):
+            raise InvalidElement("not a canonical ristretto255 encoding")
+        if rbcl.crypto_core_ristretto255_add(data, self.identity_encoding) != data:
             raise InvalidElement("not a canonical ristretto255 encoding")
         return data
 

@@ -3,6 +3,8 @@
 Ed25519 runs on libsodium (PyNaCl): it verifies about twice as fast as OpenSSL's Ed25519 here, and
 in end-to-end mode a member verifies n-1 signatures per negotiation. ECDSA runs on OpenSSL via
 ``cryptography``; COSE carries ECDSA signatures as fixed-size r||s (RFC 9053 §2.1), not DER.
+ECDSA signatures are low-S (s <= n/2, as in BIP 62 and libsecp256k1): signers normalise, verifiers
+refuse high-S, so a signature cannot be turned into a second valid one for the same message.
 
 A key id (``kid``) is the first 8 bytes of SHA-256 over the key's SubjectPublicKeyInfo, so it is
 the same whichever library or certificate carries the key.
@@ -28,6 +30,7 @@ KID_LEN = 8
 COSE_ALG_EDDSA = -8
 COSE_ALG_ES256 = -7
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_ORDER = _P256_ORDER // 2
 
 
 def kid_for_spki(spki_der: bytes) -> bytes:
@@ -158,8 +161,8 @@ class P256VerifyKey(VerifyKey):
             return False
         r = int.from_bytes(signature[:32], "big")
         s = int.from_bytes(signature[32:], "big")
-        if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
-            return False
+        if not (0 < r < _P256_ORDER and 0 < s <= _P256_HALF_ORDER):
+            return False  # low-S only: (r, n - s) would be a second valid signature on the same data
         try:
             self._key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
@@ -190,6 +193,7 @@ class P256SigningKey(SigningKey):
 
     def sign(self, data: bytes) -> bytes:
         r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        s = min(s, _P256_ORDER - s)  # normalise to low-S, the only form verify() accepts
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def to_cryptography(self) -> ec.EllipticCurvePrivateKey:

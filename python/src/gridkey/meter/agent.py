@@ -34,7 +34,7 @@ from ..crypto.suite import SUITES
 from ..protocol.directory import KeyDirectory
 from ..protocol.errors import DecodeError, DropReason, Rejected
 from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Send
-from ..protocol.groupdata import ContentType, GroupChannel, parse_data_message
+from ..protocol.groupdata import DATA_PAGE, ContentType, GroupChannel, parse_data_message
 from ..protocol.member import GroupMember, MemberIdentity
 from ..protocol.messages import Start, decode
 from ..protocol.requests import MeterRequest
@@ -85,6 +85,7 @@ class GroupView:
     seen: set[bytes] = field(default_factory=set)  # coordinator messages already fed (exact bytes)
     rejoin_asked: set[bytes] = field(default_factory=set)  # Starts without us we already reacted to
     done_refs: set[tuple[bytes, str]] = field(default_factory=set)  # (sid, kind) already fed
+    data_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # new group data to fetch
 
 
 @dataclass
@@ -241,6 +242,7 @@ class MeterAgent:
         self.groups[group_id] = view
         self._spawn(self._observe_loop(group_id), f"{self.meter_id}-{group_id}")
         self._spawn(self._watchdog(group_id), f"{self.meter_id}-{group_id}-wd")
+        self._spawn(self._data_loop(view), f"{self.meter_id}-{group_id}-data")
 
     # --- receiving --------------------------------------------------------------------------
 
@@ -290,7 +292,12 @@ class MeterAgent:
             if len(view.done_refs) > 64:
                 view.done_refs.clear()
         elif item[0] == "d":
-            await self._fetch_data(group_id)
+            # Fetched by the group's data task: a backlog of readings must never hold a Start
+            # behind it on this loop (a controller with 10,000 readings to read timed out of every
+            # negotiation that way), and one fetcher means one block-wise walk of the list at a time.
+            view = self.groups.get(group_id)
+            if view is not None:
+                view.data_wanted.set()
 
     async def catch_up(self, group_id: str) -> None:
         """Feed every coordinator message of the latest session (duplicates are skipped).
@@ -422,16 +429,32 @@ class MeterAgent:
         view.epochs.append(info)
         self.on_event("epoch", info)
 
-    async def _fetch_data(self, group_id: str) -> None:
+    async def _data_loop(self, view: GroupView) -> None:
+        """Fetch the group's data whenever a notification (or the resync) says there is some; pages
+        until the gateway has nothing newer."""
+        group_id = view.member.group_id
+        while True:
+            await view.data_wanted.wait()
+            view.data_wanted.clear()
+            try:
+                while await self._fetch_data(group_id) >= DATA_PAGE:
+                    pass
+            except Exception as exc:  # keep fetching later; report
+                log.exception("data fetch failed")
+                self.stats.errors.append(f"data {group_id}: {type(exc).__name__}")
+
+    async def _fetch_data(self, group_id: str) -> int:
+        """One page of group data after our cursor; how many rows it held (0 on a failed fetch)."""
         view = self.groups[group_id]
         try:
             rows = await self.link.data_since(group_id, view.data_cursor)
         except LinkError as exc:
             self.stats.errors.append(f"data {group_id}: {exc}")
-            return
+            return 0
         for msg_id, _sender, data in rows:
             view.data_cursor = max(view.data_cursor, msg_id)
             self._open(group_id, view, data)
+        return len(rows)
 
     def _open(self, group_id: str, view: GroupView, data: bytes) -> None:
         try:
@@ -508,7 +531,7 @@ class MeterAgent:
         elif now - state["last_resync"] > self.resync_s:
             state["last_resync"] = now
             await self.catch_up(group_id)
-            await self._fetch_data(group_id)
+            view.data_wanted.set()
 
     # --- sending ----------------------------------------------------------------------------
 

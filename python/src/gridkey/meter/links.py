@@ -44,6 +44,18 @@ def _group_ids(info: Any) -> list[str]:
     return [g["group_id"] for g in groups]
 
 
+def _rows(obj: Any, types: tuple[type, ...], what: str) -> list[tuple]:
+    """A list of fixed-shape rows (``[[int, str, bytes], ...]``) from the gateway; any other shape
+    is a LinkError (plain CoAP is unauthenticated: a reply may be forged or glued from two renderings)."""
+    ok = isinstance(obj, list) and all(
+        isinstance(r, list) and len(r) == len(types) and all(type(v) is t for v, t in zip(r, types, strict=True))
+        for r in obj
+    )
+    if not ok:
+        raise LinkError(502, f"malformed {what} from the gateway")
+    return [tuple(r) for r in obj]
+
+
 class LinkError(Exception):
     """The gateway refused a request (4.xx) or could not be reached."""
 
@@ -217,6 +229,9 @@ class CoapLink:
 
     async def gateway_info(self) -> tuple[str, bytes, bytes]:
         info = await self._cbor("gateway")
+        shape = isinstance(info, dict) and [type(info.get(k)) for k in (1, 2, 3)]
+        if shape != [str, bytes, bytes]:
+            raise LinkError(502, "malformed gateway resource from the gateway")
         return info[1], info[2], info[3]
 
     async def enroll(self, request: bytes) -> dict:
@@ -227,7 +242,7 @@ class CoapLink:
         return _group_ids(info)
 
     async def certs(self, group_id: str) -> list[tuple[str, str, bytes]]:
-        return [tuple(c) for c in await self._cbor(f"groups/{group_id}/certs")]
+        return _rows(await self._cbor(f"groups/{group_id}/certs"), (str, str, bytes), "certificate list")  # type: ignore[return-value]
 
     async def crl(self) -> bytes | None:
         try:
@@ -238,7 +253,10 @@ class CoapLink:
             raise
 
     async def session(self, group_id: str) -> list[bytes]:
-        return await self._cbor(f"groups/{group_id}/session")
+        messages = await self._cbor(f"groups/{group_id}/session")
+        if not (isinstance(messages, list) and all(type(m) is bytes for m in messages)):
+            raise LinkError(502, "malformed session from the gateway")
+        return messages
 
     async def session_kind(self, group_id: str, kind: str) -> bytes:
         return (await self._req(Code.GET, f"groups/{group_id}/session/{kind}")).payload
@@ -254,7 +272,8 @@ class CoapLink:
         return _loads((await self._req(Code.POST, f"groups/{group_id}/data", data)).payload)
 
     async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
-        return [tuple(r) for r in await self._cbor(f"groups/{group_id}/data", f"after={after}")]
+        rows = await self._cbor(f"groups/{group_id}/data", f"after={after}")
+        return _rows(rows, (int, str, bytes), "data list")  # type: ignore[return-value]
 
     async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
         """Observe the meter resource; yields its group ids now and whenever they change."""
@@ -377,7 +396,7 @@ class HttpLink:
 
     async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]:
         rows = _loads((await self._req("GET", f"groups/{group_id}/data", params={"after": after})).content)
-        return [tuple(r) for r in rows]
+        return _rows(rows, (int, str, bytes), "data list")  # type: ignore[return-value]
 
     async def watch_groups(self, meter_id: str) -> AsyncIterator[list[str]]:
         """HTTP has no Observe: poll the meter's groups every few seconds."""

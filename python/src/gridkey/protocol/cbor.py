@@ -48,7 +48,8 @@ def check_deterministic(data: bytes, allowed_tags: frozenset[int] = frozenset())
     """Validate one CBOR item at the start of ``data``; return the position just after it.
 
     Iterative (no recursion, no call per item) because it runs on every byte a peer sends.
-    Map keys must be integers or strings (never containers), in strictly increasing bytewise order.
+    Map keys must be integers (every GridKey map uses integer labels, like COSE), in strictly
+    increasing bytewise order.
     """
     n = len(data)
     pos = 0
@@ -92,7 +93,7 @@ def check_deterministic(data: bytes, allowed_tags: frozenset[int] = frozenset())
             pos += arg
         elif major == 4 or major == 5:
             if key_item:
-                raise DecodeError("map keys must be integers or strings")
+                raise DecodeError("map keys must be integers")
             count = arg * (2 if major == 5 else 1)
             if count > n - pos:
                 raise DecodeError("container longer than the message")
@@ -103,7 +104,7 @@ def check_deterministic(data: bytes, allowed_tags: frozenset[int] = frozenset())
             continue
         elif major == 6:
             if key_item:
-                raise DecodeError("map keys must be integers or strings")
+                raise DecodeError("map keys must be integers")
             if arg not in allowed_tags:
                 raise DecodeError(f"CBOR tag {arg} not allowed here")
             if len(stack) >= MAX_DEPTH:
@@ -114,6 +115,9 @@ def check_deterministic(data: bytes, allowed_tags: frozenset[int] = frozenset())
         elif major == 7 and arg not in _ALLOWED_SIMPLE:
             raise DecodeError("floats and unassigned simple values are not allowed")
         if key_item:
+            if major > 1:
+                # Integer keys only: Python's True == 1 made {1: 5, true: 7} decode as {1: 7}.
+                raise DecodeError("map keys must be integers")
             key = data[item_start:pos]
             if done > 1 and key <= prev_key:
                 raise DecodeError("map keys duplicated or not in deterministic order")
@@ -232,7 +236,7 @@ def check_fields(obj: Any, required: dict[int, type], optional: dict[int, type] 
     if not isinstance(obj, dict):
         raise DecodeError("expected a CBOR map")
     for key in obj:
-        if key not in required and key not in optional:
+        if type(key) is not int or (key not in required and key not in optional):
             raise DecodeError(f"unknown field {key!r}")
     for key in required:
         if key not in obj:

@@ -40,6 +40,7 @@ from .keyschedule import EpochKeys
 COSE_ENCRYPT0_TAG = 16
 ALG_A128GCM = 1
 MAX_DATA_MSG = 16 * 1024
+DATA_PAGE = 100  # messages per page of GET groups/{g}/data over CoAP: the server pages, the meter reads on
 MAX_SEQ = 2**48 - 1
 REPLAY_WINDOW = 64
 _PROTECTED = cbor.dumps({1: ALG_A128GCM})

@@ -31,6 +31,7 @@ can produce a 5.xx. The gateway's blocking calls run in a thread pool, off the e
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..gateway import Gateway, GatewayError, GatewayEvent, Invalid
 from ..gateway.batcher import Batcher
+from ..protocol.groupdata import DATA_PAGE
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,19 @@ _STATUS = {
 
 def _cbor(obj: Any, code: Code = Code.CONTENT) -> aiocoap.Message:
     return aiocoap.Message(code=code, payload=cbor2.dumps(obj, canonical=True), content_format=CBOR)
+
+
+def _tagged(obj: Any) -> aiocoap.Message:
+    """A list that grows (data, certificates, a session's messages), with an ETag of its content.
+
+    aiocoap's Block2Cache serves blocks 1.. from the rendering block 0 came from, but it keeps one
+    rendering per client and resource: a second walk of the same URL from the same meter replaces
+    it mid-walk. The ETag is what lets a client see that (RFC 7959 §2.4); without it a meter glued
+    blocks of two renderings into CBOR that decoded as garbage (seen under load).
+    """
+    msg = _cbor(obj)
+    msg.opt.etag = hashlib.blake2s(msg.payload, digest_size=8).digest()
+    return msg
 
 
 def _error(status: int, text: str) -> aiocoap.Message:
@@ -206,9 +221,9 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
                 return _cbor(await self.s.call(gw.get_group, gid))
             case ["groups", gid, "certs"], Code.GET:
                 certs = await self.s.call(gw.group_certificates, gid)
-                return _cbor([[c["meter_id"], c["role"], _pem_to_der(c["cert_pem"])] for c in certs])
+                return _tagged([[c["meter_id"], c["role"], _pem_to_der(c["cert_pem"])] for c in certs])
             case ["groups", gid, "session"], Code.GET:
-                return _cbor(await self.s.call(gw.session_messages, gid))
+                return _tagged(await self.s.call(gw.session_messages, gid))
             case ["groups", gid, "session", kind], Code.GET:
                 cached = self._messages.get((gid, kind))
                 data = cached[1] if cached else await self.s.call(gw.session_message, gid, kind)
@@ -225,8 +240,8 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
                 return _cbor(out, Code.CREATED)
             case ["groups", gid, "data"], Code.GET:
                 after = _query_int(req, "after", 0)
-                rows = await self.s.call(gw.data_since, gid, after, 100)
-                return _cbor([[r["id"], r["sender"], r["data"]] for r in rows])
+                rows = await self.s.call(gw.data_since, gid, after, DATA_PAGE)
+                return _tagged([[r["id"], r["sender"], r["data"]] for r in rows])
             case _, (Code.GET | Code.POST | Code.PUT | Code.DELETE | Code.FETCH | Code.PATCH):
                 if self._known_path(p):
                     return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED, payload=b"method not allowed here")

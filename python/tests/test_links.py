@@ -1,0 +1,78 @@
+"""The meter's CoAP link against a real aiocoap server that forges answers: plain CoAP is
+unauthenticated, so every shape a gateway (or the network) can send must end as a LinkError,
+never as an exception that kills a meter's task."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiocoap
+import aiocoap.resource as resource
+import cbor2
+import pytest
+
+from gridkey.meter.links import CoapLink, LinkError
+
+GOOD = {
+    "gateway": {1: "gw", 2: b"cert", 3: b"ca"},
+    "groups/g/certs": [["m-1", "meter", b"der"]],
+    "groups/g/session": [b"msg"],
+    "groups/g/data": [[1, "m-1", b"sealed"]],
+}
+FORGED = [5, None, "x", {1: 2}, [5], [[1, "m-1"]], [[True, "m-1", b"x"]], [[b"1", "m-1", b"x"]], [[1, "m-1", "str"]]]
+
+
+class Forger(resource.Resource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer: object = None
+
+    async def render_get(self, request):
+        return aiocoap.Message(payload=cbor2.dumps(self.answer))
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _calls(answers: list[tuple[str, object]]) -> list[object]:
+    site, forgers = resource.Site(), {}
+    for path in GOOD:
+        forgers[path] = Forger()
+        site.add_resource(["gk", *path.split("/")], forgers[path])
+    port = _free_udp_port()
+    server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+    link = CoapLink(f"coap://127.0.0.1:{port}")
+    await link.open()
+    calls = {
+        "gateway": lambda: link.gateway_info(),
+        "groups/g/certs": lambda: link.certs("g"),
+        "groups/g/session": lambda: link.session("g"),
+        "groups/g/data": lambda: link.data_since("g", 0),
+    }
+    out: list[object] = []
+    try:
+        for path, answer in answers:
+            forgers[path].answer = answer
+            try:
+                out.append(await calls[path]())
+            except LinkError as exc:
+                out.append(exc)
+    finally:
+        await link.close()
+        await server.shutdown()
+    return out
+
+
+def test_well_formed_answers_parse():
+    got = asyncio.run(_calls(list(GOOD.items())))
+    assert got == [("gw", b"cert", b"ca"), [("m-1", "meter", b"der")], [b"msg"], [(1, "m-1", b"sealed")]]
+
+
+@pytest.mark.parametrize("path", sorted(GOOD))
+def test_every_forged_shape_is_a_link_error(path):
+    got = asyncio.run(_calls([(path, f) for f in FORGED]))
+    assert all(isinstance(g, LinkError) and g.status == 502 for g in got), got
