@@ -2,12 +2,19 @@
 """Generate docs/test-vectors/bd-gk1.json and bd-gk2.json from fixed seeds.
 
 Each vector is one full negotiation run through the real state machines (coordinator + members in
-memory). Besides the values the issue asks for it records the session id, because the transcript
-hash covers it; with ``sid`` anyone can recompute everything:
+memory). It records everything an independent implementation needs to recompute the session:
 
+    SH  = SHA-256(CBOR(["GridKey v1 sid", group, epoch, attempt, suite, mode, nonce, issued_at,
+                        deadline, [[member id, kid]...]]));  sid = SH[:16]
     z_i = r_i·G,  X_i = r_i·(z_{i+1} − z_{i−1}),  K = Σ r_i·r_{i+1}·G
-    TH  = SHA-256(CBOR(["GridKey v1 transcript", sid, [z...], [X...]]))
-    key_id = HKDF-Expand(HKDF-Extract(TH, K), "GridKey v1 key id", 8)
+    H1  = SHA-256(CBOR(["GridKey v1 round1", SH, [z...]]))
+    TH  = SHA-256(CBOR(["GridKey v1 transcript", SH, [z...], [X...]]))
+    PRK = HKDF-Extract(TH, K);  each output = HKDF-Expand(PRK, "GridKey v1 " + label, length)
+    tag = HMAC-SHA-256(confirm key, TH)[:16]
+    exporter = HKDF-Expand(exporter secret, "GridKey v1 exporter " + CBOR([label, context, length]), length)
+
+GK1 vectors up to n = 5 also carry the encoded COSE messages (Ed25519 signatures are deterministic); GK2's
+ECDSA signatures are randomised, so only their values are recorded.
 
 Usage: python scripts/gen_test_vectors.py [--check]
 """
@@ -21,12 +28,15 @@ from pathlib import Path
 
 from gridkey.crypto import SeededRng, get_suite
 from gridkey.protocol import bd
+from gridkey.protocol.keyschedule import derive
 from gridkey.protocol.loopback import Loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "test-vectors"
 SIZES = (2, 3, 5, 25)
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z, fixed so the sid is reproducible
+EXPORTER_LABEL = "GridKey test exporter"
+EXPORTER_CONTEXT = b"context"
 
 
 def vector(suite_name: str, n: int) -> dict:
@@ -45,18 +55,49 @@ def vector(suite_name: str, n: int) -> dict:
     k = bd.expected_key(group, rs)
     keys = result.keys[ids[0]]
     session = lb.session
+    start = session.start
     enc = group.encode
-    return {
+    derived = derive(suite, enc(k), session._th, group_id=start.group_id, epoch=start.epoch, sid=start.sid, roster=())
+    out = {
         "n": n,
         "members": ids,
+        "start": {
+            "group_id": start.group_id,
+            "epoch": start.epoch,
+            "attempt": start.attempt,
+            "suite": start.suite,
+            "mode": int(start.mode),
+            "nonce": start.nonce.hex(),
+            "issued_at": start.issued_at,
+            "deadline": start.deadline,
+            "roster": [[e.member_id, e.kid.hex()] for e in start.roster],
+        },
+        "session_hash": session.session_hash.hex(),
+        "sid": session.sid.hex(),
         "r": [group.scalar_encode(r).hex() for r in rs],
         "z": [enc(z).hex() for z in zs],
         "X": [(group.identity_encoding if x is None else enc(x)).hex() for x in xs],
         "K": enc(k).hex(),
-        "sid": session.sid.hex(),
+        "round1_hash": session._h1.hex(),
         "transcript_hash": session._th.hex(),
+        "key_schedule": {
+            "aead_key": keys.aead_key.hex(),
+            "aead_iv": keys.base_iv.hex(),
+            "confirm_key": derived.confirm_key.hex(),
+            "tag": derived.tag.hex(),
+            "exporter": {
+                "label": EXPORTER_LABEL,
+                "context": EXPORTER_CONTEXT.hex(),
+                "length": 16,
+                "output": keys.exporter(suite, EXPORTER_LABEL, EXPORTER_CONTEXT, 16).hex(),
+            },
+        },
         "key_id": keys.key_id.hex(),
     }
+    if suite_name == "GK1" and n <= 5:  # the n = 25 messages would only make the file long
+        out["messages"] = {kind: data.hex() for kind, data in session.broadcasts.items()}
+        out["messages"]["member"] = [e.raw.hex() for rnd in (1, 2, 3) for e in session._ordered(rnd)]
+    return out
 
 
 def generate(suite_name: str) -> dict:

@@ -228,7 +228,9 @@ class FleetRunner:
         *,
         server: str | None = None,
         resync_s: float = 1.0,
+        policy=None,
     ):
+        self.policy = policy
         self.sidecar = sidecar
         self.ids = ids
         self.server = server or sidecar.coap_url
@@ -246,6 +248,7 @@ class FleetRunner:
             server=self.server,
             resync_s=self.resync_s,
             on_event=lambda m, k, i: self.events.append((m, k, i)),
+            policy=self.policy,
         )
         self.loop.run(self.fleet.start())
         return self

@@ -15,6 +15,8 @@ import pytest
 
 from gridkey.crypto.identity import cert_to_pem
 from gridkey.protocol.errors import Rejected
+from gridkey.protocol.messages import Mode
+from gridkey.protocol.policy import MemberPolicy
 from helpers import FleetRunner, wait_for
 
 GROUP = "feeder-1"
@@ -133,11 +135,31 @@ def test_mixed_transports_share_one_key(sidecar):
 
 
 def test_attested_mode_group(sidecar):
-    fleet = FleetRunner(sidecar, [f"a-{i}" for i in range(4)]).start()
+    """Meters provisioned for attested mode (an explicit opt-in) negotiate an attested group."""
+    both = MemberPolicy(modes=frozenset(Mode))
+    fleet = FleetRunner(sidecar, [f"a-{i}" for i in range(4)], policy=both).start()
     try:
         sidecar.api("POST", "/v1/groups", json={"group_id": "att", "members": fleet.ids, "mode": "attested"})
         fleet.wait_epoch("att", 1, fleet.ids)
         assert sidecar.group("att")["mode"] == "attested"
+    finally:
+        fleet.stop()
+
+
+def test_meters_refuse_a_mode_they_were_not_provisioned_for(sidecar):
+    """The mode downgrade: a gateway asks end-to-end meters for attested mode (where it could pick
+    their neighbour values and learn the key). They refuse, say why, and hold no key."""
+    fleet = FleetRunner(sidecar, [f"d-{i}" for i in range(3)]).start()
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "down", "members": fleet.ids, "mode": "attested"})
+
+        def refusals() -> set[str]:
+            return {m for m, k, i in fleet.events if k == "refused" and i["reason"] == "mode_refused"}
+
+        wait_for("every meter refused the attested Start", lambda: refusals() == set(fleet.ids), 20)
+        assert all(e == 0 and k is None for e, k in fleet.key_ids("down").values())
+        status = fleet.status()
+        assert all(any("mode_refused" in e for e in status[m]["errors"]) for m in fleet.ids), status
     finally:
         fleet.stop()
 

@@ -91,7 +91,7 @@ def test_tampered_z_inside_bundle_with_valid_coordinator_signature_aborts_e2e():
             items = list(env.msg.items)
             fake_z = GK1.group.encode(GK1.group.base_mult(12345))
             inner = decode(items[2]).msg
-            items[2] = Round1(inner.sid, inner.epoch, inner.idx, fake_z).sign(mallory)
+            items[2] = Round1(inner.sid, inner.epoch, inner.idx, fake_z).sign(mallory, lb.session.session_hash)
             return [Bundle(env.msg.sid, env.msg.epoch, 1, tuple(items)).sign(coord_key)]
         return [data]
 
@@ -152,7 +152,7 @@ def test_outsider_cannot_inject_round_messages(lb):
     def hook(member, data):
         env = decode(data)
         if member == "dave" and env.msg.TYPE == MsgType.ROUND1:
-            fake = Round1(env.msg.sid, env.msg.epoch, env.msg.idx, env.msg.z).sign(outsider)
+            fake = Round1(env.msg.sid, env.msg.epoch, env.msg.idx, env.msg.z).sign(outsider, lb.session.session_hash)
             injected.append(fake)
             return [fake, data]
         return [data]
@@ -171,7 +171,7 @@ def test_member_cannot_impersonate_another_member(lb):
         if member == "bob" and env.msg.TYPE == MsgType.ROUND1:
             carol_idx = sorted(IDS).index("carol")
             fake_z = lb.suite.group.encode(lb.suite.group.base_mult(77))
-            return [Round1(env.msg.sid, env.msg.epoch, carol_idx, fake_z).sign(bob), data]
+            return [Round1(env.msg.sid, env.msg.epoch, carol_idx, fake_z).sign(bob, lb.session.session_hash), data]
         return [data]
 
     r = lb.run_epoch(to_coordinator=hook)
@@ -304,7 +304,7 @@ def test_invalid_points_from_a_member_are_dropped(lb, bad_point):
     def hook(member, data):
         env = decode(data)
         if member == "bob" and env.msg.TYPE == MsgType.ROUND1:
-            return [Round1(env.msg.sid, env.msg.epoch, env.msg.idx, value).sign(bob)]
+            return [Round1(env.msg.sid, env.msg.epoch, env.msg.idx, value).sign(bob, lb.session.session_hash)]
         return [data]
 
     r = lb.run_epoch(to_coordinator=hook)
@@ -373,7 +373,7 @@ def test_equivocating_member_is_counted_not_fatal(lb):
         env = decode(data)
         if member == "bob" and env.msg.TYPE == MsgType.ROUND1:
             other = lb.suite.group.encode(lb.suite.group.base_mult(4242))
-            return [data, Round1(env.msg.sid, env.msg.epoch, env.msg.idx, other).sign(bob)]
+            return [data, Round1(env.msg.sid, env.msg.epoch, env.msg.idx, other).sign(bob, lb.session.session_hash)]
         return [data]
 
     r = lb.run_epoch(to_coordinator=hook)

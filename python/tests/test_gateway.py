@@ -12,9 +12,10 @@ import sqlite3
 import pytest
 
 from gridkey.crypto import GK1
-from gridkey.crypto.identity import cert_to_pem
+from gridkey.crypto.identity import cert_to_pem, read_crl
 from gridkey.datadir import DataDir
 from gridkey.gateway import Conflict, Forbidden, Gateway, GatewayConfig, Invalid, NotFound
+from gridkey.gateway.trust import ms_to_dt
 from gridkey.protocol.directory import KeyDirectory
 from gridkey.protocol.events import Send
 from gridkey.protocol.groupdata import GroupChannel
@@ -50,6 +51,7 @@ def env(tmp_path):
         if enroll:
             gw.enroll(cert_to_pem(cert), actor="test")
         directory.add(mid, key.public_key)
+        directory.revocation = read_crl(gw.crl(), dd.trust().ca_cert, ms_to_dt(clock()))
         members[mid] = GroupMember(
             suite=GK1, me=MemberIdentity(mid, key), group_id="g", coordinator_keys=[coord], directory=directory
         )

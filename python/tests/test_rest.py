@@ -27,12 +27,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 
-from gridkey.crypto.identity import cert_to_pem
+from gridkey.crypto.identity import cert_to_pem, read_crl
 from gridkey.crypto.signatures import SigningKey, verify_key_from_cryptography
 from gridkey.crypto.suite import get_suite
 from gridkey.datadir import DataDir
 from gridkey.gateway import Gateway, Invalid
 from gridkey.gateway.batcher import Batcher
+from gridkey.gateway.trust import ms_to_dt
 from gridkey.meter.delivered import DeliveredReadings
 from gridkey.protocol.directory import KeyDirectory
 from gridkey.protocol.events import KeyEstablished, Send
@@ -427,6 +428,7 @@ class HttpMeter:
         for c in http.get(f"/v1/groups/{group_id}/certs").json():
             cert = x509.load_pem_x509_certificate(c["cert_pem"].encode())
             directory.add(c["meter_id"], verify_key_from_cryptography(cert.public_key()))
+        directory.revocation = read_crl(http.get("/v1/crl").content, w.gw.trust.ca_cert, ms_to_dt(w.gw.clock()))
         self.member = GroupMember(
             suite=get_suite("GK1"),
             me=MemberIdentity(meter_id, w.keys[meter_id]),

@@ -26,14 +26,49 @@ def hkdf_expand_one_block(prk: bytes, info: bytes, length: int) -> bytes:
     return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:length]
 
 
+def sha256_cbor(obj) -> bytes:
+    return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
+
+
 def check_schedule(v):
-    sid = bytes.fromhex(v["sid"])
+    """Recompute the session hash, sid, H1, TH and every key-schedule output with hashlib and hmac."""
+    st = v["start"]
+    roster = [[m, bytes.fromhex(kid)] for m, kid in st["roster"]]
+    assert [m for m, _ in roster] == v["members"]
+    sh = sha256_cbor(["GridKey v1 sid", st["group_id"], st["epoch"], st["attempt"], st["suite"], st["mode"],
+                      bytes.fromhex(st["nonce"]), st["issued_at"], st["deadline"], roster])  # fmt: skip
+    assert sh.hex() == v["session_hash"] and sh[:16].hex() == v["sid"]
     zs = [bytes.fromhex(z) for z in v["z"]]
     xs = [bytes.fromhex(x) for x in v["X"]]
-    th = hashlib.sha256(cbor2.dumps(["GridKey v1 transcript", sid, zs, xs], canonical=True)).digest()
+    assert sha256_cbor(["GridKey v1 round1", sh, zs]).hex() == v["round1_hash"]
+    th = sha256_cbor(["GridKey v1 transcript", sh, zs, xs])
     assert th.hex() == v["transcript_hash"]
     prk = hmac.new(th, bytes.fromhex(v["K"]), hashlib.sha256).digest()
+    ks = v["key_schedule"]
     assert hkdf_expand_one_block(prk, b"GridKey v1 key id", 8).hex() == v["key_id"]
+    assert hkdf_expand_one_block(prk, b"GridKey v1 aead key", 16).hex() == ks["aead_key"]
+    assert hkdf_expand_one_block(prk, b"GridKey v1 aead iv", 12).hex() == ks["aead_iv"]
+    confirm = hkdf_expand_one_block(prk, b"GridKey v1 confirm", 32)
+    assert confirm.hex() == ks["confirm_key"]
+    assert hmac.new(confirm, th, hashlib.sha256).digest()[:16].hex() == ks["tag"]
+    ex = ks["exporter"]
+    secret = hkdf_expand_one_block(prk, b"GridKey v1 exporter", 32)
+    info = b"GridKey v1 exporter " + cbor2.dumps([ex["label"], bytes.fromhex(ex["context"]), ex["length"]])
+    assert hkdf_expand_one_block(secret, info, ex["length"]).hex() == ex["output"]
+
+
+def test_gk1_messages_are_the_cose_the_values_say():
+    """The encoded Start and member messages: COSE_Sign1 whose payloads carry the vector's values."""
+    for v in load("GK1")["vectors"][:3]:
+        msgs = v["messages"]
+        start = cbor2.loads(cbor2.loads(bytes.fromhex(msgs["start"])).value[2])
+        assert start[2].hex() == v["sid"] and start[8].hex() == v["start"]["nonce"]
+        assert [[m, k.hex()] for m, k in start[6]] == v["start"]["roster"]
+        member = [cbor2.loads(cbor2.loads(bytes.fromhex(m)).value[2]) for m in msgs["member"]]
+        n = v["n"]
+        assert [p[5].hex() for p in member[:n]] == v["z"]
+        assert [p[5].hex() for p in member[n : 2 * n]] == v["X"]
+        assert {p[5].hex() for p in member[2 * n :]} == {v["key_id"]}
 
 
 @pytest.mark.parametrize("n_index", range(4))

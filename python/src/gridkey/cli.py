@@ -191,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     agent_opts.add_argument("--status-file", type=Path, help="keep a JSON status file (metadata only) up to date")
     agent_opts.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (default: run until ^C)")
     agent_opts.add_argument("--json", action="store_true", help="print events as JSON lines")
+    agent_opts.add_argument(
+        "--accept-modes",
+        default="e2e",
+        help="verification modes this meter takes part in: e2e (default) or e2e,attested. In attested mode the "
+        "gateway verifies for the members and can learn the key: opt in only where the gateway is trusted with keys",
+    )
+    agent_opts.add_argument(
+        "--max-crl-age",
+        type=float,
+        default=168.0,
+        metavar="HOURS",
+        help="refuse end-to-end Starts unless the CA's CRL is at most this old (default 168 = 7 days)",
+    )
 
     meter = sub.add_parser(
         "meter",

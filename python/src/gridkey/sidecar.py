@@ -22,6 +22,8 @@ from .gateway.batcher import Batcher
 from .meter.agent import MeterAgent
 from .meter.delivered import DeliveredReadings
 from .meter.links import CoapLink, LinkError
+from .protocol.messages import Mode
+from .protocol.policy import MemberPolicy
 from .store import Store
 from .transports.coap import CoapServer
 
@@ -153,6 +155,9 @@ class Sidecar:
             link=CoapLink(self.coap_url),
             resync_s=5.0,
             on_event=self.delivered.on_agent_event,
+            # It runs inside the gateway process, so it cannot defend against the gateway anyway:
+            # it takes part in whatever mode the operator chose for a group.
+            policy=MemberPolicy(modes=frozenset(Mode)),
         )
         await self.controller.start()
 

@@ -35,6 +35,7 @@ from aiocoap.numbers.codes import Code
 from ..datadir import DataDir
 from ..meter.fleet import Fleet, Provisioned
 from ..meter.links import coap_wire_bytes
+from ..protocol.policy import MemberPolicy, parse_modes
 from .baselines import Rejected, setup_centralized
 
 SEED = 7
@@ -151,6 +152,7 @@ async def bench_gridkey(n: int, mode: str, rekeys: int, progress) -> Row:
             server=f"coap://127.0.0.1:{coap_port}",
             resync_s=30,
             on_event=on_event,
+            policy=MemberPolicy(modes=parse_modes(mode)),  # an attested run needs meters provisioned for it
         )
         await fleet.start()
         token = issue_token(data.token_key().to_pem(), subject="bench", scopes=["read", "groups:rekey"], ttl_s=3600)

@@ -13,6 +13,7 @@ from ..crypto.identity import load_certificate
 from ..crypto.signatures import signing_key_from_pem
 from ..datadir import DataDir
 from ..meter.fleet import Fleet, Provisioned
+from ..protocol.policy import MemberPolicy, parse_modes
 from .common import say, setup_logging, wait_for_signal
 
 
@@ -75,6 +76,14 @@ def fleet(args: argparse.Namespace) -> int:
     return asyncio.run(_run_fleet(idents, data.local_ca().certificate, args))
 
 
+def policy_from_args(args: argparse.Namespace) -> MemberPolicy:
+    """The member policy from --accept-modes and --max-crl-age (a bad value is a usage error)."""
+    try:
+        return MemberPolicy(modes=parse_modes(args.accept_modes), max_crl_age_ms=int(args.max_crl_age * 3_600_000))
+    except ValueError as exc:
+        raise SystemExit(f"gridkey: {exc}") from None
+
+
 async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespace) -> int:
     f = Fleet(
         idents,
@@ -84,6 +93,7 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
         resync_s=args.resync,
         status_file=args.status_file,
         on_event=_printer(args.json),
+        policy=policy_from_args(args),
     )
     t0 = time.perf_counter()
 

@@ -41,9 +41,12 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from .signatures import VerifyKey, verify_key_from_cryptography
 
-# Same as gridkey.protocol.messages.ID_RE and gridkey.protocol.directory.ROLES (kept in sync by a test).
+# Same as gridkey.protocol.messages.ID_RE (kept in sync by a test: crypto does not import protocol).
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
-ROLES = ("meter", "controller", "gateway")
+# The certificate roles. Only meters and controllers may hold a group key; the gateway signs as
+# coordinator, an operator signs roster statements (the strict roster profile).
+ROLES = ("meter", "controller", "gateway", "operator")
+MEMBER_ROLES = frozenset({"meter", "controller"})
 URN_PREFIX = "urn:gridkey:"
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
@@ -256,7 +259,59 @@ def _san_role(exts: x509.Extensions, member_id: str) -> str:
     return role
 
 
-def _check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime, serial: int) -> None:
+@dataclass(frozen=True)
+class Revocation:
+    """A verified CRL, reduced to what a member checks: when it was issued, until when it may be
+    used, its number, and the revoked serials. Times are unix milliseconds."""
+
+    this_update: int
+    next_update: int
+    number: int
+    revoked: frozenset[int] = frozenset()
+
+    def usable(self, now: int, max_age_ms: int) -> bool:
+        """Not past nextUpdate, not older than ``max_age_ms``, not issued more than a minute ahead."""
+        return self.this_update - 60_000 <= now <= self.next_update and now - self.this_update <= max_age_ms
+
+
+def read_crl(data: bytes | x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime) -> Revocation:
+    """Verify a CRL (DER, PEM or parsed) issued by ``ca_cert`` and current at ``now``.
+
+    Raises :class:`CertificateError` for anything a member must not rely on: bytes that are not a
+    CRL, another issuer, a bad signature, no nextUpdate or past it, no CRL number, an unknown
+    critical extension (a delta CRL read as complete would miss revocations).
+    """
+    now = as_utc(now)
+    crl = data
+    if not isinstance(crl, x509.CertificateRevocationList):
+        try:
+            raw = bytes(data)  # type: ignore[arg-type]
+            crl = x509.load_pem_x509_crl(raw) if raw.lstrip().startswith(b"-----BEGIN") else x509.load_der_x509_crl(raw)
+        except Exception as exc:  # any parser failure means "not a CRL"
+            raise CertificateError("crl-parse", f"not a valid CRL ({type(exc).__name__})") from None
+    try:
+        _check_crl(crl, ca_cert, now, None)
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        revoked = frozenset(r.serial_number for r in crl)
+        this_update = crl.last_update_utc
+    except CertificateError:
+        raise
+    except x509.ExtensionNotFound:
+        raise CertificateError("crl-number", "CRL has no CRL number, so a rollback cannot be told") from None
+    except _PARSE_ERRORS as exc:
+        raise CertificateError("crl-parse", f"malformed CRL content ({exc})") from None
+    assert crl.next_update_utc is not None  # _check_crl refused a CRL without one
+    return Revocation(
+        this_update=int(this_update.timestamp() * 1000),
+        next_update=int(crl.next_update_utc.timestamp() * 1000),
+        number=number,
+        revoked=revoked,
+    )
+
+
+def _check_crl(
+    crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime, serial: int | None
+) -> None:
     if crl.issuer != ca_cert.subject:
         raise CertificateError("crl-issuer", "CRL issuer does not match the CA subject")
     ku = _get_ext(ca_cert.extensions, x509.KeyUsage)
@@ -277,5 +332,5 @@ def _check_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, n
         # e.g. a (critical) delta-CRL indicator: treating a delta CRL as complete would miss revocations
         if ext.critical:
             raise CertificateError("crl-extension", f"unsupported critical CRL extension {ext.oid.dotted_string}")
-    if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+    if serial is not None and crl.get_revoked_certificate_by_serial_number(serial) is not None:
         raise CertificateError("revoked", f"certificate serial {serial:x} is revoked")

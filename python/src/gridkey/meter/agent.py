@@ -27,16 +27,17 @@ from typing import Any
 from cryptography import x509
 
 from ..crypto.groups import Rng
-from ..crypto.identity import CertificateError, load_certificate, verify_certificate
+from ..crypto.identity import CertificateError, load_certificate, read_crl, verify_certificate
 from ..crypto.rng import system_rng
 from ..crypto.signatures import SigningKey, verify_key_from_cryptography
 from ..crypto.suite import SUITES
-from ..protocol.directory import KeyDirectory
+from ..protocol.directory import KeyDirectory, RevocationRollback
 from ..protocol.errors import DecodeError, DropReason, Rejected
-from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Send
+from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Refused, Send
 from ..protocol.groupdata import DATA_PAGE, ContentType, GroupChannel, parse_data_message
-from ..protocol.member import GroupMember, MemberIdentity
+from ..protocol.member import DEFAULT_POLICY, GroupMember, MemberIdentity
 from ..protocol.messages import Start, decode
+from ..protocol.policy import MEMBER_ROLES, MemberPolicy
 from ..protocol.requests import MeterRequest
 from .links import Link, LinkError
 
@@ -114,8 +115,10 @@ class MeterAgent:
         resync_s: float = 10.0,
         stall_s: float = 1.0,
         on_event: Callable[[str, dict], None] | None = None,
+        policy: MemberPolicy = DEFAULT_POLICY,
     ) -> None:
         self.meter_id = meter_id
+        self.policy = policy  # provisioned here, never taken from a Start (docs/protocol.md §4.4)
         self.key = signing_key
         self.cert_der = cert_der
         self.ca_cert = ca_cert
@@ -172,14 +175,31 @@ class MeterAgent:
         return verify_certificate(der, self.ca_cert, now=datetime.now(UTC), crl=self._crl)
 
     async def _refresh_crl(self) -> None:
-        raw = await self.link.crl()
-        if raw:
-            try:
-                crl = x509.load_der_x509_crl(raw)
-            except ValueError:
-                return
-            if crl.is_signature_valid(self.ca_cert.public_key()):  # type: ignore[arg-type]
-                self._crl = crl
+        """Fetch the gateway's copy of the CA's CRL and adopt it if it verifies and is newer.
+
+        The gateway only relays it: a CRL it withholds, lets go stale or rolls back is refused here
+        and the member's Starts fail closed (no usable CRL, no session), with the reason reported.
+        """
+        try:
+            raw = await self.link.crl()
+            if not raw:
+                raise CertificateError("crl-missing", "the gateway serves no CRL")
+            crl = x509.load_der_x509_crl(raw)
+            rev = read_crl(crl, self.ca_cert, datetime.now(UTC))
+            gone = self.directory.apply_revocation(rev)
+        except LinkError as exc:
+            self._crl_problem(f"CRL not fetched: {exc}")
+            return
+        except (CertificateError, RevocationRollback, ValueError) as exc:
+            self._crl_problem(f"CRL refused: {exc}")
+            return
+        self._crl = crl
+        for member_id in gone:
+            self.on_event("peer_revoked", {"member_id": member_id})
+
+    def _crl_problem(self, detail: str) -> None:
+        self.stats.errors.append(detail)
+        self.on_event("crl", {"detail": detail})
 
     async def _discover_loop(self) -> None:
         """Learn which groups this meter is in: observed where the link can, re-checked on resync.
@@ -237,6 +257,7 @@ class MeterAgent:
                 coordinator_keys=[self.coordinator_key],
                 directory=self.directory,
                 rng=self.rng,
+                policy=self.policy,
             )
         )
         self.groups[group_id] = view
@@ -343,8 +364,14 @@ class MeterAgent:
                 view.last_progress = time.monotonic()
                 await self._post_round(group_id, ev.data)
             elif isinstance(ev, KeysNeeded):
-                await self._fetch_certs(group_id)
+                if ev.crl:
+                    await self._refresh_crl()
+                if ev.kids or not ev.crl:
+                    await self._fetch_certs(group_id)
                 retry_start = True
+            elif isinstance(ev, Refused):
+                if not any(isinstance(e, KeysNeeded) for e in events):  # final only after the retry
+                    self._refused(group_id, ev)
             elif isinstance(ev, KeyEstablished):
                 view.last_progress = time.monotonic()
                 self._on_key(group_id, view, ev)
@@ -363,6 +390,8 @@ class MeterAgent:
             for ev in member.receive(data, self.clock()):
                 if isinstance(ev, Send):
                     await self._post_round(group_id, ev.data)
+                elif isinstance(ev, Refused):
+                    self._refused(group_id, ev)
         else:
             view.seen.add(data)
             if len(view.seen) > 64:
@@ -370,6 +399,13 @@ class MeterAgent:
         session = member.session
         if session is not None and not session.is_terminal and session._pending:
             await self.catch_up_next(group_id)  # something arrived early: we missed a message
+
+    def _refused(self, group_id: str, ev: Refused) -> None:
+        """A Start our policy refuses: say so (status, LwM2M Last Error, log), once per reason."""
+        self.stats.drops[ev.reason.value] += 1
+        self.stats.errors.append(f"start refused for {group_id}: {ev.reason.value}: {ev.detail}")
+        log.warning("%s: refused a Start for %s: %s (%s)", self.meter_id, group_id, ev.reason.value, ev.detail)
+        self.on_event("refused", {"group_id": group_id, "reason": ev.reason.value, "detail": ev.detail})
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:
         """The group's suite is only known from its Start; rebuild the member once we see it."""
@@ -387,6 +423,7 @@ class MeterAgent:
                 directory=self.directory,
                 rng=self.rng,
                 committed_epoch=old.committed_epoch,
+                policy=self.policy,
             )
 
     async def _post_round(self, group_id: str, data: bytes) -> None:
@@ -409,8 +446,14 @@ class MeterAgent:
                 with contextlib.suppress(CertificateError, ValueError):
                     self.directory.remove(verify_key_from_cryptography(load_certificate(der).public_key()).kid)
                 continue
-            if ident.member_id == member_id and ident.role == role:
-                self.directory.add(ident.member_id, ident.key, ident.role)
+            if ident.member_id != member_id or ident.role != role:
+                continue
+            if ident.role not in MEMBER_ROLES:
+                # the gateway listed a non-member identity (itself, say) for a group: never a peer
+                self.stats.errors.append(f"peer {member_id} refused: a {ident.role} may not hold a group key")
+                continue
+            with contextlib.suppress(ValueError):  # revoked by the CRL just applied
+                self.directory.add(ident.member_id, ident.key, ident.role, ident.serial)
 
     async def _rejoin(self, group_id: str) -> None:
         req = MeterRequest("rejoin", self.meter_id, self.clock(), group_id=group_id).sign(self.key)

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..crypto.signatures import SigningKey
+from ..protocol.policy import MemberPolicy
 from .agent import MeterAgent, cancel_all
 from .links import CoapLink, HttpLink, Link
 
@@ -59,7 +60,9 @@ class Fleet:
         status_file: Path | None = None,
         on_event: Callable[[str, str, dict], None] | None = None,
         concurrency: int = 64,
+        policy: MemberPolicy | None = None,
     ) -> None:
+        self.policy = policy or MemberPolicy()
         self.identities = identities
         self.ca_cert = ca_cert
         self.server = server
@@ -85,6 +88,7 @@ class Fleet:
                 link=make_link(self.server),
                 resync_s=self.resync_s,
                 on_event=lambda kind, info, m=p.meter_id: self.on_event(m, kind, info),
+                policy=self.policy,
             )
             async with sem:
                 await agent.start()

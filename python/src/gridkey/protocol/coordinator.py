@@ -32,7 +32,7 @@ from ..crypto.signatures import SigningKey, VerifyKey
 from ..crypto.suite import Suite
 from .errors import AbortReason, DecodeError, DropReason
 from .events import Aborted, Accepted, Broadcast, Committed, Dropped, Event, RoundComplete
-from .keyschedule import compute_sid, round1_hash, transcript_hash
+from .keyschedule import round1_hash, session_hash, sid_of, transcript_hash
 from .messages import (
     MEMBER_MSG_MAX,
     MEMBER_TYPES,
@@ -100,13 +100,17 @@ class CoordinatorSession:
         if _start is None:
             nonce = rng(NONCE_LEN)
             deadline = now + timeout_ms
-            sid = compute_sid(suite, group_id, epoch, attempt, mode, nonce, now, deadline, roster)
-            start = Start(sid, epoch, group_id, suite.name, roster, mode, nonce, now, deadline, attempt)
+            sh = session_hash(suite, group_id, epoch, attempt, mode, nonce, now, deadline, roster)
+            start = Start(sid_of(sh), epoch, group_id, suite.name, roster, mode, nonce, now, deadline, attempt)
             start_bytes = start.sign(signing_key)
         else:
             start, start_bytes = _start
             if start.roster != roster:
                 raise ValueError("stored Start does not match the member keys given")
+            sh = session_hash(
+                suite, group_id, epoch, start.attempt, start.mode, start.nonce, start.issued_at, start.deadline, roster
+            )
+        self.session_hash = sh  # what Round1 signatures, H1 and TH bind; the sid is its label
         self.start = start
         self.start_message = start_bytes
         self._members = [_Member(i, e, key) for i, (e, (_, key)) in enumerate(zip(roster, ordered, strict=True))]
@@ -182,7 +186,7 @@ class CoordinatorSession:
             return self._drop(DropReason.DUPLICATE if same else DropReason.EQUIVOCATION)
         if self.is_terminal or rnd != _ROUND_OF_STATE[self.state]:
             return self._drop(DropReason.UNEXPECTED, f"round {rnd} message in state {self.state}")
-        aad = {1: b"", 2: self._h1, 3: self._th}[rnd]
+        aad = {1: self.session_hash, 2: self._h1, 3: self._th}[rnd]
         if not env.cose.verify(member.key, aad):
             return self._drop(DropReason.BAD_SIGNATURE, member.entry.member_id)
         problem = self._check_value(msg)
@@ -245,11 +249,11 @@ class CoordinatorSession:
             return self._finish(msgs)  # type: ignore[arg-type]
         if rnd == 1:
             values = [m.z for m in msgs]  # type: ignore[attr-defined]
-            self._h1 = round1_hash(self.suite, self.sid, values)
+            self._h1 = round1_hash(self.suite, self.session_hash, values)
         else:
             values = [m.x for m in msgs]  # type: ignore[attr-defined]
             zs = [m.z for m in (e.msg for e in self._ordered(1))]  # type: ignore[attr-defined]
-            self._th = transcript_hash(self.suite, self.sid, zs, values)
+            self._th = transcript_hash(self.suite, self.session_hash, zs, values)
         data = self._bundle(rnd, values)
         self.broadcasts[f"bundle{rnd}"] = data
         self.state = _NEXT_STATE[rnd]
@@ -322,10 +326,10 @@ class CoordinatorSession:
         ):
             zs = [e.msg.z for e in self._ordered(1)]  # type: ignore[attr-defined]
             xs = [e.msg.x for e in self._ordered(2)]  # type: ignore[attr-defined]
-            self._h1 = round1_hash(suite, self.sid, zs)
-            self._th = transcript_hash(suite, self.sid, zs, xs)
+            self._h1 = round1_hash(suite, self.session_hash, zs)
+            self._th = transcript_hash(suite, self.session_hash, zs, xs)
         elif self.state == CoordState.ROUND2:
-            self._h1 = round1_hash(suite, self.sid, [e.msg.z for e in self._ordered(1)])  # type: ignore[attr-defined]
+            self._h1 = round1_hash(suite, self.session_hash, [e.msg.z for e in self._ordered(1)])  # type: ignore[attr-defined]
         self.broadcasts = dict(record.get("broadcasts", {}))
         self.counters = Counter(record.get("counters", {}))
         return self

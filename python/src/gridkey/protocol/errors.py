@@ -32,6 +32,12 @@ class DropReason(StrEnum):
     UNKNOWN_KEY = "unknown_key"
     REPLAY = "replay"
     WRONG_ROLE = "wrong_role"
+    # A Start the member's own policy refuses (docs/protocol.md §4.4): reported, never just counted.
+    MODE_REFUSED = "mode_refused"  # a mode this member is not provisioned for (a downgrade)
+    REVOKED_PEER = "revoked_peer"  # the roster names an identity the newest CRL revokes
+    NO_FRESH_CRL = "no_fresh_crl"  # no CA-signed CRL recent enough: revocation fails closed
+    KEY_MISMATCH = "key_mismatch"  # a roster entry pairs a member id with another identity's key
+    ROSTER_UNAUTHORIZED = "roster_unauthorized"  # strict profile: no newest operator-signed roster covers it
 
 
 class AbortReason(StrEnum):

@@ -51,10 +51,20 @@ class RoundComplete(Event):
 
 
 @dataclass(frozen=True)
+class Refused(Dropped):
+    """Member side: a Start its own policy refuses (mode, roles, revocation, roster authority).
+
+    A Dropped (counted the same way) that adapters also report: status, LwM2M Last Error, log.
+    """
+
+
+@dataclass(frozen=True)
 class KeysNeeded(Event):
-    """The member cannot verify peers it has no certificate for; fetch them and feed Start again."""
+    """The member cannot judge a Start yet: fetch the certificates of ``kids`` (and, if ``crl``, a
+    fresh revocation list), then feed the Start again."""
 
     kids: tuple[bytes, ...]
+    crl: bool = False
 
 
 @dataclass(frozen=True, repr=False)

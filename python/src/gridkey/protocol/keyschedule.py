@@ -4,10 +4,14 @@ Every hash input is a deterministic CBOR array that starts with a label, so any 
 recompute it. Hashes cover protocol *values* (roster, z, X), never signatures: ECDSA signatures are
 randomised and malleable, and the transcript must be the same for every member.
 
-    sid  = SHA-256(["GridKey v1 sid", group, epoch, attempt, suite, mode, nonce, issued_at,
-                    deadline, roster])[:16]
-    H1   = SHA-256(["GridKey v1 round1", sid, [z_1..z_n]])
-    TH   = SHA-256(["GridKey v1 transcript", sid, [z_1..z_n], [X_1..X_n]])
+    SH   = SHA-256(["GridKey v1 sid", group, epoch, attempt, suite, mode, nonce, issued_at,
+                    deadline, roster])                       the session hash, all 32 bytes
+    sid  = SH[:16]                                           a label on the wire, for lookups only
+    Round1 signatures take external_aad = SH; H1 and TH hash SH, so every member signature and
+    the key schedule bind the whole hash (a 16-byte sid with a coordinator-chosen nonce was open to
+    a 2^64 search for two rosters under one sid).
+    H1   = SHA-256(["GridKey v1 round1", SH, [z_1..z_n]])
+    TH   = SHA-256(["GridKey v1 transcript", SH, [z_1..z_n], [X_1..X_n]])
     PRK  = HKDF-Extract(salt = TH, IKM = encode(K))
     aead key (16) | base IV (12) | confirm key (32) | key id (8) | exporter secret (32)
          = HKDF-Expand(PRK, "GridKey v1 " + label, length)
@@ -26,7 +30,7 @@ from .messages import KEY_ID_LEN, SID_LEN, TAG_LEN, RosterEntry
 LABEL_PREFIX = b"GridKey v1 "
 
 
-def compute_sid(
+def session_hash(
     suite: Suite,
     group_id: str,
     epoch: int,
@@ -51,15 +55,20 @@ def compute_sid(
             [[e.member_id, e.kid] for e in roster],
         ]
     )
-    return suite.hash(data)[:SID_LEN]
+    return suite.hash(data)
 
 
-def round1_hash(suite: Suite, sid: bytes, zs: list[bytes]) -> bytes:
-    return suite.hash(cbor.dumps(["GridKey v1 round1", sid, zs]))
+def sid_of(sh: bytes) -> bytes:
+    """The wire label of a session hash."""
+    return sh[:SID_LEN]
 
 
-def transcript_hash(suite: Suite, sid: bytes, zs: list[bytes], xs: list[bytes]) -> bytes:
-    return suite.hash(cbor.dumps(["GridKey v1 transcript", sid, zs, xs]))
+def round1_hash(suite: Suite, sh: bytes, zs: list[bytes]) -> bytes:
+    return suite.hash(cbor.dumps(["GridKey v1 round1", sh, zs]))
+
+
+def transcript_hash(suite: Suite, sh: bytes, zs: list[bytes], xs: list[bytes]) -> bytes:
+    return suite.hash(cbor.dumps(["GridKey v1 transcript", sh, zs, xs]))
 
 
 def _expand(suite: Suite, prk: bytes, label: str, length: int) -> bytes:

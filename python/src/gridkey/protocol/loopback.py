@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..crypto.groups import Rng
+from ..crypto.identity import Revocation
 from ..crypto.rng import SeededRng
 from ..crypto.signatures import SigningKey
 from ..crypto.suite import Suite
@@ -24,6 +25,7 @@ from .events import Aborted, Broadcast, Committed, KeyEstablished, Send
 from .keyschedule import EpochKeys
 from .member import GroupMember, MemberIdentity
 from .messages import Mode
+from .policy import MemberPolicy
 
 Hook = Callable[[str, bytes], list[bytes]]
 
@@ -67,9 +69,14 @@ class Loopback:
         mode: Mode = Mode.E2E,
         timeout_ms: int = 10_000,
         rng: Rng | None = None,
+        policy: MemberPolicy | None = None,
+        crl: bool = True,
     ) -> None:
+        """``policy``: the members' (default: they accept ``mode``). ``crl``: a CA publishes an empty
+        CRL at each run's ``now`` (False: members never get one, as when a gateway withholds it)."""
         self.suite = suite
         self.mode = mode
+        self.crl = crl
         self.timeout_ms = timeout_ms
         seeded = SeededRng(seed)
         self.rng = rng or seeded.fork("coordinator-session")
@@ -88,11 +95,20 @@ class Loopback:
                 coordinator_keys=[self.coordinator_key.public_key],
                 directory=self.directory,
                 rng=rng or seeded.fork(f"eph:{mid}"),
+                policy=policy or MemberPolicy(modes=frozenset({mode})),
             )
             for mid, ident in self.identities.items()
         }
         self.epoch = 0
         self.session: CoordinatorSession | None = None
+        self._crl_number = 0
+        if crl:
+            self._publish_crl(1_700_000_000_000)
+
+    def _publish_crl(self, now: int) -> None:
+        """An empty CRL issued at ``now``, valid for a day (what a CA would publish)."""
+        self._crl_number += 1
+        self.directory.apply_revocation(Revocation(now, now + 86_400_000, self._crl_number))
 
     def run_epoch(
         self,
@@ -112,6 +128,8 @@ class Loopback:
         """
         ids = list(participants) if participants is not None else list(self.identities)
         self.epoch = epoch if epoch is not None else self.epoch + 1
+        if self.crl:
+            self._publish_crl(now)
         pt = time.process_time_ns
         t0 = pt()
         cs = CoordinatorSession(

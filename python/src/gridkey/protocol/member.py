@@ -4,12 +4,17 @@
     ------------   ----------------------------   -------------------------------------   -------------
     await_bundle1  Bundle(1)                      check own z, verify neighbours' z,      await_bundle2
                                                   send Round2 = sign(X_i; aad = H1)
+                                                  (Round1 = sign(z_i; aad = session hash))
     await_bundle2  Bundle(2)                      verify peers' Round2 over *our* H1,     await_commit
                                                   K, key schedule, erase r_i,
                                                   send Confirm = sign(key id, tag; aad = TH)
-    await_commit   Commit                         key id and tag equal ours               committed
+    await_commit   Commit (however late)          key id and tag equal ours               committed
     any live       Abort                          erase secrets                           aborted
-    any live       tick(now > deadline + grace)   erase secrets                           aborted
+    await_bundle*  tick(now > deadline + grace)   erase secrets                           aborted
+
+A Start is accepted only within the member's own :class:`~.policy.MemberPolicy` (its modes; in
+end-to-end mode a usable CRL and a roster of non-revoked meters and controllers the directory
+binds); anything else is :class:`~.events.Refused` with the reason.
 
 Signature economy (end-to-end mode): a member verifies its two ring neighbours' Round1 signatures
 (the only z values it multiplies by r_i) and every peer's Round2 signature. Because each Round2
@@ -36,8 +41,8 @@ from .cbor import encode_bstr
 from .cose import Sign1, parse_sign1
 from .directory import KeyDirectory
 from .errors import AbortReason, DecodeError, DropReason
-from .events import Aborted, Dropped, Event, KeyEstablished, KeysNeeded, Send
-from .keyschedule import EpochKeys, compute_sid, derive, round1_hash, transcript_hash
+from .events import Aborted, Dropped, Event, KeyEstablished, KeysNeeded, Refused, Send
+from .keyschedule import EpochKeys, derive, round1_hash, session_hash, sid_of, transcript_hash
 from .messages import (
     MEMBER_MSG_MAX,
     MEMBER_TYPES,
@@ -54,9 +59,11 @@ from .messages import (
     decode,
     member_payload_prefix,
 )
+from .policy import MEMBER_ROLES, MemberPolicy
 
 DEFAULT_MAX_SKEW_MS = 300_000
 DEFAULT_GRACE_MS = 2_000
+DEFAULT_POLICY = MemberPolicy()
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class MemberSession:
         directory: KeyDirectory,
         rng: Rng = system_rng,
         grace_ms: int = DEFAULT_GRACE_MS,
+        sh: bytes | None = None,
     ) -> None:
         idx = start.index_of(me.member_id)
         if idx is None or start.roster[idx].kid != me.kid:
@@ -107,6 +115,7 @@ class MemberSession:
         self.suite = suite
         self.me = me
         self.start = start
+        self.session_hash = sh or _session_hash_of(suite, start)  # what Round1, H1 and TH bind
         self.idx = idx
         self._directory = directory
         self._grace_ms = grace_ms
@@ -125,7 +134,7 @@ class MemberSession:
         # {1: type, 2: sid, 3: epoch, 4: …}: everything before member j's index, built once
         self._prefix_head = {t: member_payload_prefix(t, start.sid, start.epoch, 0)[:-2] for t in self._element_len}
         self.state = MemberState.AWAIT_BUNDLE1
-        self.last_sent = Round1(start.sid, start.epoch, idx, self._z).sign(me.signing_key)
+        self.last_sent = Round1(start.sid, start.epoch, idx, self._z).sign(me.signing_key, self.session_hash)
         self._seen: dict[str, bytes] = {}  # kind -> payload already processed
         self._pending: dict[str, Envelope] = {}  # early arrivals
         self.result: KeyEstablished | Aborted | None = None
@@ -143,7 +152,9 @@ class MemberSession:
         return self.state in (MemberState.COMMITTED, MemberState.ABORTED)
 
     def get_timer(self) -> int | None:
-        return None if self.is_terminal else self.start.deadline + self._grace_ms
+        if self.is_terminal or self.state == MemberState.AWAIT_COMMIT:
+            return None
+        return self.start.deadline + self._grace_ms
 
     def first_message(self) -> Send:
         return Send(self.last_sent, 1)
@@ -180,7 +191,10 @@ class MemberSession:
         return events
 
     def tick(self, now: int) -> list[Event]:
-        if self.is_terminal or now <= self.start.deadline + self._grace_ms:
+        # Once confirmed, a member keeps its derived key until this session's Commit or Abort (or a
+        # newer Start): a Commit delayed past the deadline by a lossy link still completes it, where
+        # aborting left the member keyless until something else triggered a rekey.
+        if self.is_terminal or self.state == MemberState.AWAIT_COMMIT or now <= self.start.deadline + self._grace_ms:
             return []
         return self._abort(AbortReason.TIMEOUT, "no commit before the deadline")
 
@@ -241,7 +255,7 @@ class MemberSession:
         for j in range(n):
             if e2e:
                 s1, z = self._inner(bundle, j, MsgType.ROUND1)
-                if j in (prev, nxt) and j != i and not s1.verify(self._peer_key(j)):
+                if j in (prev, nxt) and j != i and not s1.verify(self._peer_key(j), self.session_hash):
                     raise _Abort(AbortReason.BAD_PEER_SIGNATURE, f"round-1 signature of member {j}")
                 zs.append(z)
             else:
@@ -258,7 +272,7 @@ class MemberSession:
         self._x = group.identity_encoding if x is None else group.encode(x)
         self._zs = zs
         self._z_prev = z_prev
-        self._h1 = round1_hash(self.suite, self.sid, zs)
+        self._h1 = round1_hash(self.suite, self.session_hash, zs)
         self.last_sent = Round2(self.sid, self.start.epoch, i, self._x).sign(self.me.signing_key, self._h1)
         self.state = MemberState.AWAIT_BUNDLE2
         return [Send(self.last_sent, 2)]
@@ -292,7 +306,7 @@ class MemberSession:
             k = bd.compute_key(group, self._r, i, self._z_prev, xs)  # type: ignore[arg-type]
         except InvalidElement as exc:
             raise _Abort(AbortReason.DEGENERATE, str(exc)) from None
-        th = transcript_hash(self.suite, self.sid, self._zs, raw_xs)
+        th = transcript_hash(self.suite, self.session_hash, self._zs, raw_xs)
         derived = derive(
             self.suite,
             group.encode(k),
@@ -351,10 +365,13 @@ class GroupMember:
         committed_epoch: int = 0,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         grace_ms: int = DEFAULT_GRACE_MS,
+        policy: MemberPolicy = DEFAULT_POLICY,
     ) -> None:
         self.suite = suite
         self.me = me
         self.group_id = group_id
+        self.policy = policy
+        self.last_refusal: Refused | None = None  # why the newest refused Start was refused
         self._coord = {k.kid: k for k in coordinator_keys}
         self.directory = directory if directory is not None else KeyDirectory()
         self._rng = rng
@@ -370,6 +387,47 @@ class GroupMember:
     def _drop(self, reason: DropReason, detail: str = "") -> list[Event]:
         self.counters[reason.value] += 1
         return [Dropped(reason, detail)]
+
+    def _refuse(self, reason: DropReason, detail: str, *before: Event) -> list[Event]:
+        self.counters[reason.value] += 1
+        self.last_refusal = Refused(reason, detail)
+        return [*before, self.last_refusal]
+
+    def _judge_roster(self, start: Start, now: int) -> list[Event]:
+        """The member's own checks of an end-to-end roster; [] if it may go ahead.
+
+        Every entry but ours must be a non-revoked meter or controller the directory binds to that
+        member id, judged against a usable CRL (cached entries included: applying a CRL evicts the
+        peers it revokes). What is missing is asked for (KeysNeeded) and the Start fed again.
+        """
+        d, policy = self.directory, self.policy
+        rev = d.revocation
+        crl_ok = not policy.require_crl or (rev is not None and rev.usable(now, policy.max_crl_age_ms))
+        need: list[bytes] = []
+        for e in start.roster:
+            if e.kid == self.me.kid:
+                continue
+            if e.kid in d.revoked_kids:
+                return self._refuse(DropReason.REVOKED_PEER, f"{d.revoked_kids[e.kid]} is revoked")
+            peer = d.get(e.kid)
+            if peer is None:
+                need.append(e.kid)
+            elif peer.member_id != e.member_id:
+                return self._refuse(DropReason.KEY_MISMATCH, f"{e.member_id} listed with {peer.member_id}'s key")
+            elif peer.role not in MEMBER_ROLES:
+                return self._refuse(DropReason.WRONG_ROLE, f"{e.member_id} is a {peer.role}, not a member role")
+        if not crl_ok:
+            why = "no CRL" if rev is None else "the newest CRL is expired or too old"
+            return self._refuse(DropReason.NO_FRESH_CRL, why, KeysNeeded(tuple(need), crl=True))
+        if need:
+            self.counters[DropReason.UNKNOWN_KEY.value] += 1
+            return [KeysNeeded(tuple(need)), Dropped(DropReason.UNKNOWN_KEY, f"{len(need)} peer keys")]
+        if policy.strict_roster:
+            return self._judge_statement(start)
+        return []
+
+    def _judge_statement(self, start: Start) -> list[Event]:
+        return self._refuse(DropReason.ROSTER_UNAUTHORIZED, "the strict roster profile is not available yet")
 
     def receive(self, data: bytes, now: int) -> list[Event]:
         try:
@@ -417,17 +475,8 @@ class GroupMember:
         idx = start.index_of(self.me.member_id)
         if idx is None or start.roster[idx].kid != self.me.kid:
             return self._drop(DropReason.NON_MEMBER, "we are not in this roster")
-        sid = compute_sid(
-            self.suite,
-            start.group_id,
-            start.epoch,
-            start.attempt,
-            start.mode,
-            start.nonce,
-            start.issued_at,
-            start.deadline,
-            start.roster,
-        )
+        sh = _session_hash_of(self.suite, start)
+        sid = sid_of(sh)
         if sid != start.sid:
             return self._drop(DropReason.MALFORMED, "sid does not match the Start's fields")
         if self.session is not None and self.session.sid == sid:
@@ -438,11 +487,15 @@ class GroupMember:
             return self._drop(DropReason.STALE, "an equal or newer start was already accepted")
         if abs(now - start.issued_at) > self._max_skew or now >= start.deadline:
             return self._drop(DropReason.STALE, "start outside the clock-skew window or past its deadline")
+        if start.mode not in self.policy.modes:
+            accepted = ", ".join(sorted(m.name.lower() for m in self.policy.modes))
+            return self._refuse(
+                DropReason.MODE_REFUSED, f"a {start.mode.name.lower()} Start; this member accepts {accepted} only"
+            )
         if start.mode == Mode.E2E:
-            missing = tuple(k for k in self.directory.missing(start.roster) if k != self.me.kid)
-            if missing:
-                self.counters[DropReason.UNKNOWN_KEY.value] += 1
-                return [KeysNeeded(missing), Dropped(DropReason.UNKNOWN_KEY, f"{len(missing)} peer keys")]
+            judged = self._judge_roster(start, now)
+            if judged:
+                return judged
         events: list[Event] = []
         if self.session is not None and not self.session.is_terminal:
             events += self.session._abort(AbortReason.SUPERSEDED, "a newer start arrived")
@@ -454,5 +507,20 @@ class GroupMember:
             directory=self.directory,
             rng=self._rng,
             grace_ms=self._grace,
+            sh=sh,
         )
         return [*events, self.session.first_message()]
+
+
+def _session_hash_of(suite: Suite, start: Start) -> bytes:
+    return session_hash(
+        suite,
+        start.group_id,
+        start.epoch,
+        start.attempt,
+        start.mode,
+        start.nonce,
+        start.issued_at,
+        start.deadline,
+        start.roster,
+    )

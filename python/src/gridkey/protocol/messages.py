@@ -32,7 +32,8 @@ from . import cbor
 from .cose import Sign1, parse_sign1, sign1
 from .errors import DecodeError
 
-SID_LEN = 16
+SID_LEN = 16  # the sid on the wire: a label of the 32-byte session hash, for lookups and display
+SESSION_HASH_LEN = 32  # what signatures, H1, TH and the key schedule bind (see keyschedule)
 NONCE_LEN = 16
 KEY_ID_LEN = 8
 TAG_LEN = 16

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..crypto.identity import MEMBER_ROLES
 from ..crypto.signatures import VerifyKey
 from .messages import Mode
 
-# Certificate roles that may hold a group key. A gateway-role (or any other) identity never enters
-# a member's key directory, so a roster naming the gateway can never commit.
-MEMBER_ROLES = frozenset({"meter", "controller"})
+__all__ = ["MEMBER_ROLES", "MemberPolicy", "parse_modes"]
 
 DEFAULT_MAX_CRL_AGE_MS = 7 * 24 * 3600 * 1000  # the local CA issues CRLs valid for 7 days
 
