@@ -20,6 +20,10 @@ class GatewayConfig:
     event_retention: int = 20_000  # events kept for late observers and SSE replays
     data_retention: int = 5_000  # relayed group data messages kept per group
     max_request_skew_ms: int = 300_000  # signed meter requests (enrol, rejoin) must be this fresh
+    # A member of the current epoch that says (signed rejoin) it holds no key for it - it restarted,
+    # or missed the Commit - gets a rekey, at most once per this interval per group: after a
+    # fleet-wide power cut every meter asks, and one rekey answers them all.
+    keyless_rekey_interval_ms: int = 30_000
 
     def session_timeout(self, attempt: int) -> int:
         """The deadline of a negotiation's ``attempt``-th restart (0: the first try)."""

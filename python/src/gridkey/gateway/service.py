@@ -160,6 +160,7 @@ class Gateway:
         self.rng = rng
         self.hub = hub or EventHub()
         self._sessions: dict[bytes, tuple[int, CoordinatorSession]] = {}
+        self._keyless_rekey_at: dict[str, int] = {}  # group id -> when a keyless member last got a rekey
         self._keys: dict[str, tuple[str, VerifyKey]] = {}  # meter id -> (fingerprint, key)
         self._lock = threading.Lock()
         self._ticks = 0
@@ -689,6 +690,16 @@ class Gateway:
                 # active but left out (e.g. it joined while a session was running): rekey with it
                 self._change(tx, group_id, "rejoin", req.meter_id, now)
                 self._maybe_start(tx, group_id, now)
+            elif self._live_session(tx.conn, group_id) is None:
+                # in the current epoch's roster, yet it asks: it holds no key for that epoch (it
+                # restarted, or its Commit never arrived). Rekey, rate-limited per group.
+                last = self._keyless_rekey_at.get(group_id)
+                if last is not None and now - last < self.config.keyless_rekey_interval_ms:
+                    return {"group_id": group_id, "meter_id": req.meter_id, "status": "active", "rekey": "later"}
+                self._keyless_rekey_at[group_id] = now
+                self._change(tx, group_id, "keyless", req.meter_id, now)
+                self._audit(tx, f"meter:{req.meter_id}", "member.keyless", group_id)
+                self._maybe_start(tx, group_id, now)
             return {"group_id": group_id, "meter_id": req.meter_id, "status": "active"}
 
     def _in_live_or_current(self, conn: Connection, group_id: str, meter_id: str) -> bool:
@@ -784,7 +795,7 @@ class Gateway:
         if not pend:
             return
         kinds = sorted({p.kind for p in pend})
-        joins_only = set(kinds) <= {"join", "rejoin"}
+        joins_only = set(kinds) <= {"join", "rejoin", "keyless"}
         if joins_only and not force and now - min(p.requested_at for p in pend) < self.config.join_window_ms:
             return  # wait for more joins; tick() comes back
         tx.conn.execute(delete(pending_changes).where(pending_changes.c.group_id == group_id))

@@ -575,6 +575,10 @@ class MeterAgent:
             state["last_resync"] = now
             await self.catch_up(group_id)
             view.data_wanted.set()
+            if view.member.keyless:
+                # e.g. after a power cut: the gateway's newest epoch is one we hold no key for
+                self.on_event("keyless", {"group_id": group_id, "epoch": view.member.committed_epoch})
+                await self._rejoin(group_id)
 
     # --- sending ----------------------------------------------------------------------------
 

@@ -453,6 +453,13 @@ class GroupMember:
     def get_timer(self) -> int | None:
         return self.session.get_timer() if self.session else None
 
+    @property
+    def keyless(self) -> bool:
+        """No key for the newest epoch this member has seen a Start for, and no live session for it:
+        it restarted or missed a Commit, and should ask (signed) to be rekeyed."""
+        live = self.session is not None and not self.session.is_terminal
+        return not live and self._last_start[0] > self.committed_epoch
+
     def resend(self) -> bytes | None:
         """The last message this member sent in the live session, for transport retries."""
         s = self.session

@@ -71,7 +71,7 @@ pending_changes = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("group_id", String(64), ForeignKey("groups.group_id"), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # join | leave | revoke | manual | periodic | rejoin
+    Column("kind", String(16), nullable=False),  # join | leave | revoke | manual | periodic | rejoin | keyless
     Column("meter_id", String(64)),
     Column("requested_at", BigInteger, nullable=False),
 )
