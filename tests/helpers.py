@@ -229,8 +229,12 @@ class FleetRunner:
         server: str | None = None,
         resync_s: float = 1.0,
         policy=None,
+        ca: DataDir | None = None,
+        crl_refresh_s: float = 300.0,
     ):
         self.policy = policy
+        self.ca = ca  # where identities are issued (default: the sidecar's local CA)
+        self.crl_refresh_s = crl_refresh_s
         self.sidecar = sidecar
         self.ids = ids
         self.server = server or sidecar.coap_url
@@ -240,7 +244,7 @@ class FleetRunner:
         self.events: list[tuple[str, str, dict]] = []
 
     def start(self) -> FleetRunner:
-        data = self.sidecar.data
+        data = self.ca or self.sidecar.data
         idents = [Provisioned(m, *data.issue_identity(m, "meter", "GK1")) for m in self.ids]
         self.fleet = Fleet(
             idents,
@@ -249,6 +253,7 @@ class FleetRunner:
             resync_s=self.resync_s,
             on_event=lambda m, k, i: self.events.append((m, k, i)),
             policy=self.policy,
+            crl_refresh_s=self.crl_refresh_s,
         )
         self.loop.run(self.fleet.start())
         return self

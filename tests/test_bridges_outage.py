@@ -119,6 +119,14 @@ def readings_in_store(sc: SidecarProc, after: int) -> int:
         db.close()
 
 
+def latest_event(sc: SidecarProc) -> int:
+    db = sqlite3.connect(sc.data.path / "gridkey.db")
+    try:
+        return db.execute("SELECT max(id) FROM events").fetchone()[0]
+    finally:
+        db.close()
+
+
 def cursor_of(sc: SidecarProc) -> int:
     db = sqlite3.connect(sc.data.path / "bridges.db")
     try:
@@ -219,7 +227,9 @@ def test_a_full_outbox_follows_its_policy_and_says_so(tmp_path, policy):
         wait_for("the bridge connected", lambda: sc.api("GET", "/v1/bridges")[0]["connected"], 20)
         sc.api("POST", "/v1/groups", json={"group_id": GROUP, "members": [*METERS[:2], "controller"]})
         fleet.wait_epoch(GROUP, 1, METERS[:2])
-        start = cursor_of(sc)
+        # the bridge has taken in everything so far (epoch 1's reported state among it) before the outage
+        start = latest_event(sc)
+        wait_for("the bridge caught up", lambda: cursor_of(sc) >= start, 20)
         broker.stop()
 
         async def burst():

@@ -154,7 +154,7 @@ def test_meters_refuse_a_mode_they_were_not_provisioned_for(sidecar):
         sidecar.api("POST", "/v1/groups", json={"group_id": "down", "members": fleet.ids, "mode": "attested"})
 
         def refusals() -> set[str]:
-            return {m for m, k, i in fleet.events if k == "refused" and i["reason"] == "mode_refused"}
+            return {m for m, k, i in fleet.events if k == "start_refused" and i["reason"] == "mode_refused"}
 
         wait_for("every meter refused the attested Start", lambda: refusals() == set(fleet.ids), 20)
         assert all(e == 0 and k is None for e, k in fleet.key_ids("down").values())

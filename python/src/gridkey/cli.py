@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="forward key-lifecycle metadata and telemetry over MQTT: a TOML file of [[bridge]] tables (repeatable)",
     )
+    serve.add_argument(
+        "--ca-cert",
+        type=Path,
+        help="production layout: trust this external CA (its key stays off this host); the gateway identity in "
+        "DATA/gateway/ must be issued by it",
+    )
+    serve.add_argument("--crl", type=Path, help="the CRL file that CA publishes: served to meters, re-read on change")
     serve.add_argument("--ready-file", type=Path, help="write the listening URLs as JSON here once ready")
     serve.set_defaults(func=_lazy("serve", "run"))
 
@@ -243,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca_init.add_argument("--suite", choices=["GK1", "GK2"], default="GK1")
     ca_issue = ca_sub.add_parser("issue", parents=[common], help="issue a key + certificate")
     ca_issue.add_argument("--id", required=True, help="member id (CN)")
-    ca_issue.add_argument("--role", choices=["meter", "controller", "gateway"], default="meter")
+    ca_issue.add_argument("--role", default="meter", help="meter (default), controller, gateway or operator")
     ca_issue.add_argument("--suite", choices=["GK1", "GK2"], default="GK1")
     ca_issue.add_argument("--out", type=Path, help="directory for key.pem and cert.pem")
     ca_rev = ca_sub.add_parser("revoke", parents=[common], help="revoke a certificate serial (hex)")
@@ -251,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca_rev.add_argument("--reason", default="keyCompromise")
     ca_sub.add_parser("list", parents=[common], help="list revocations as JSON lines")
     ca_sub.add_parser("cert", parents=[common], help="print the CA certificate (PEM)")
+    ca_crl = ca_sub.add_parser("crl", parents=[common], help="write a signed CRL (for gridkey serve --crl)")
+    ca_crl.add_argument("--out", type=Path, required=True, help="file to write (DER), replaced atomically")
+    ca_crl.add_argument("--days", type=int, default=7, help="validity: nextUpdate this many days ahead (default 7)")
     ca.set_defaults(func=_lazy("admin", "ca"))
 
     tok = sub.add_parser("token", parents=[common], help="mint API tokens for small deployments")

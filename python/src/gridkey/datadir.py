@@ -55,12 +55,21 @@ class DataDir:
     def exists(self) -> bool:
         return (self.ca_dir / "ca-cert.pem").exists() and (self.path / "gateway" / "cert.pem").exists()
 
-    def init(self, *, suite: str = "GK1", gateway_id: str = "gateway", now: datetime | None = None) -> bool:
-        """Create the local CA, gateway identity and token key if missing. True if anything was made."""
+    def init(
+        self, *, suite: str = "GK1", gateway_id: str = "gateway", now: datetime | None = None, external_ca: bool = False
+    ) -> bool:
+        """Create the local CA, gateway identity and token key if missing. True if anything was made.
+
+        With ``external_ca`` only the token key is made: the gateway identity must have been issued
+        by that CA beforehand (``gridkey ca issue --role gateway --out DIR/gateway`` on the CA host).
+        """
         now = now or datetime.now(UTC)
         self.path.mkdir(parents=True, exist_ok=True)
         made = False
-        if not (self.ca_dir / "ca-cert.pem").exists():
+        if external_ca:
+            if not (self.path / "gateway" / "cert.pem").exists():
+                raise ValueError(f"no gateway identity in {self.path / 'gateway'}: issue it at the CA first")
+        elif not (self.ca_dir / "ca-cert.pem").exists():
             LocalCA.create(now=now).save(self.ca_dir)
             made = True
         if not (self.path / "gateway" / "cert.pem").exists():
@@ -104,16 +113,20 @@ class DataDir:
             self.issue_identity(controller_id, "controller", suite, d)
         return self.load_identity(d)
 
-    def trust(self) -> Trust:
-        ca = self.local_ca()
+    def trust(self, *, ca_cert_file: Path | None = None, crl_file: Path | None = None) -> Trust:
+        """The local CA (lab default), or with ``ca_cert_file`` an external CA whose CRL file the
+        gateway serves: then the data dir holds no CA key (see :mod:`gridkey.gateway.trust`)."""
         key, cert = self.load_identity(self.path / "gateway")
-        gateway_id = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
-        return Trust(
-            ca.certificate,
-            CoordinatorIdentity(str(gateway_id), key, cert),
-            local_ca=ca,
-            local_ca_dir=self.ca_dir,
-        )
+        gateway_id = str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+        if ca_cert_file is None:
+            ca = self.local_ca()
+            return Trust(
+                ca.certificate, CoordinatorIdentity(gateway_id, key, cert), local_ca=ca, local_ca_dir=self.ca_dir
+            )
+        if (self.ca_dir / "ca-key.pem").exists():
+            raise ValueError(f"{self.ca_dir / 'ca-key.pem'} exists: an external CA's gateway keeps no CA key")
+        return Trust(load_certificate(Path(ca_cert_file).read_bytes()), CoordinatorIdentity(gateway_id, key, cert),
+                     crl_file=crl_file)  # fmt: skip
 
     def ca_cert_pem(self) -> bytes:
         return (self.ca_dir / "ca-cert.pem").read_bytes()

@@ -45,6 +45,8 @@ class SidecarOptions:
     lwm2m_server: str | None = None  # coap://host:port of an LwM2M server (e.g. Leshan)
     lwm2m_lifetime: int = 60
     bridges: list = field(default_factory=list)  # BridgeConfig values (transports.mqtt.config)
+    ca_cert_file: Path | None = None  # an external CA (production layout): no CA key on this host
+    crl_file: Path | None = None  # the CRL that CA publishes; served to meters, re-read when it changes
 
 
 class Sidecar:
@@ -73,10 +75,18 @@ class Sidecar:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.data.init(suite=self.opts.suite)
+        external = self.opts.ca_cert_file is not None
+        self.data.init(suite=self.opts.suite, external_ca=external)
+        trust = self.data.trust(ca_cert_file=self.opts.ca_cert_file, crl_file=self.opts.crl_file)
+        if trust.holds_ca_key:
+            log.warning(
+                "lab layout: the CA private key is in %s on this gateway host, so whoever holds this host can "
+                "mint member identities; in production run the CA elsewhere (gridkey serve --ca-cert --crl)",
+                self.data.ca_dir,
+            )
         self.store = Store(self.opts.db_url or self.data.db_url)
         await asyncio.to_thread(self.store.migrate)
-        self.gateway = Gateway(self.store, self.data.trust(), self.opts.config)
+        self.gateway = Gateway(self.store, trust, self.opts.config)
         await asyncio.to_thread(self.gateway.reconcile)
         self.gateway.hub.last_id = await asyncio.to_thread(self.gateway.latest_event_id)
         batcher = Batcher(self.gateway)
@@ -151,7 +161,7 @@ class Sidecar:
             meter_id=member_id,
             signing_key=key,
             cert_der=cert.public_bytes(Encoding.DER),
-            ca_cert=self.data.local_ca().certificate,
+            ca_cert=self.gateway.trust.ca_cert,
             link=CoapLink(self.coap_url),
             resync_s=5.0,
             on_event=self.delivered.on_agent_event,
@@ -241,7 +251,7 @@ class Sidecar:
             "controller": self.controller.meter_id if self.controller else None,
             "lwm2m": self.opts.lwm2m_server,
             "bridges": ", ".join(f"{b.name} ({b.profile} {b.host}:{b.port})" for b in self.opts.bridges) or None,
-            "ca_cert": str(self.data.ca_dir / "ca-cert.pem"),
+            "ca_cert": str(self.opts.ca_cert_file or self.data.ca_dir / "ca-cert.pem"),
         }
 
     def describe_json(self) -> str:

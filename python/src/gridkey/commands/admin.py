@@ -7,7 +7,9 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from ..crypto.identity import cert_to_pem
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..crypto.identity import ROLES, cert_to_pem
 from ..datadir import DataDir
 from ..store import Store
 from .common import say
@@ -24,6 +26,9 @@ def ca(args: argparse.Namespace) -> int:
         return 2
     if args.ca_command == "issue":
         out = args.out or (data.path / "issued" / args.id)
+        if args.role not in ROLES:
+            say(f"error: --role must be one of {', '.join(ROLES)}")
+            return 2
         _, cert = data.issue_identity(args.id, args.role, args.suite, out)
         say(f"issued {args.role} certificate for {args.id} (serial {cert.serial_number:x}) into {out}/")
         say(f"  key: {out / 'key.pem'} (mode 0600)   cert: {out / 'cert.pem'}")
@@ -38,6 +43,13 @@ def ca(args: argparse.Namespace) -> int:
     if args.ca_command == "list":
         for r in local.revocations:
             print(json.dumps({"serial": f"{r.serial:x}", "revoked_at": r.revoked_at.isoformat(), "reason": r.reason}))
+        return 0
+    if args.ca_command == "crl":
+        crl = local.crl(now=datetime.now(UTC), days=args.days)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_bytes(crl.public_bytes(Encoding.DER))
+        tmp.replace(args.out)  # the gateway re-reads it on change: never let it see half a file
+        say(f"wrote a CRL of {len(local.revocations)} revocation(s), valid {args.days} days, to {args.out}")
         return 0
     if args.ca_command == "cert":
         sys.stdout.write(cert_to_pem(local.certificate).decode())

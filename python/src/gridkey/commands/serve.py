@@ -46,13 +46,23 @@ def run(args: argparse.Namespace) -> int:
         lwm2m_server=args.lwm2m_server,
         lwm2m_lifetime=args.lwm2m_lifetime,
         bridges=bridges,
+        ca_cert_file=args.ca_cert,
+        crl_file=args.crl,
     )
+    if args.crl and not args.ca_cert:
+        say("error: --crl goes with --ca-cert (the local CA makes its own CRLs)")
+        return 2
     return asyncio.run(_main(opts, args.ready_file))
 
 
 async def _main(opts: SidecarOptions, ready_file) -> int:
     sidecar = Sidecar(opts)
-    await sidecar.start()
+    try:
+        await sidecar.start()
+    except ValueError as exc:  # a data dir that does not fit the layout asked for (e.g. --ca-cert)
+        say(f"error: {exc}")
+        await sidecar.stop()
+        return 2
     info = sidecar.describe()
     say("gridkey sidecar running:")
     for k, v in info.items():

@@ -116,7 +116,10 @@ class MeterAgent:
         stall_s: float = 1.0,
         on_event: Callable[[str, dict], None] | None = None,
         policy: MemberPolicy = DEFAULT_POLICY,
+        crl_refresh_s: float = 300.0,
     ) -> None:
+        self.crl_refresh_s = crl_refresh_s  # how soon a revocation at the CA reaches this member
+        self._crl_fetched = 0.0
         self.meter_id = meter_id
         self.policy = policy  # provisioned here, never taken from a Start (docs/protocol.md §4.4)
         self.key = signing_key
@@ -194,6 +197,7 @@ class MeterAgent:
             self._crl_problem(f"CRL refused: {exc}")
             return
         self._crl = crl
+        self._crl_fetched = time.monotonic()
         for member_id in gone:
             self.on_event("peer_revoked", {"member_id": member_id})
 
@@ -405,7 +409,7 @@ class MeterAgent:
         self.stats.drops[ev.reason.value] += 1
         self.stats.errors.append(f"start refused for {group_id}: {ev.reason.value}: {ev.detail}")
         log.warning("%s: refused a Start for %s: %s (%s)", self.meter_id, group_id, ev.reason.value, ev.detail)
-        self.on_event("refused", {"group_id": group_id, "reason": ev.reason.value, "detail": ev.detail})
+        self.on_event("start_refused", {"group_id": group_id, "reason": ev.reason.value, "detail": ev.detail})
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:
         """The group's suite is only known from its Start; rebuild the member once we see it."""
@@ -575,6 +579,8 @@ class MeterAgent:
             state["last_resync"] = now
             await self.catch_up(group_id)
             view.data_wanted.set()
+            if time.monotonic() - self._crl_fetched > self.crl_refresh_s:
+                await self._refresh_crl()
             if view.member.keyless:
                 # e.g. after a power cut: the gateway's newest epoch is one we hold no key for
                 self.on_event("keyless", {"group_id": group_id, "epoch": view.member.committed_epoch})

@@ -61,8 +61,10 @@ class Fleet:
         on_event: Callable[[str, str, dict], None] | None = None,
         concurrency: int = 64,
         policy: MemberPolicy | None = None,
+        crl_refresh_s: float = 300.0,
     ) -> None:
         self.policy = policy or MemberPolicy()
+        self.crl_refresh_s = crl_refresh_s
         self.identities = identities
         self.ca_cert = ca_cert
         self.server = server
@@ -89,6 +91,7 @@ class Fleet:
                 resync_s=self.resync_s,
                 on_event=lambda kind, info, m=p.meter_id: self.on_event(m, kind, info),
                 policy=self.policy,
+                crl_refresh_s=self.crl_refresh_s,
             )
             async with sem:
                 await agent.start()
