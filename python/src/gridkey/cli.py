@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway verifies for the members and can learn the key: opt in only where the gateway is trusted with keys",
     )
     agent_opts.add_argument(
+        "--roster-authority",
+        action="append",
+        type=Path,
+        metavar="CERT",
+        help="strict roster profile: accept only rosters signed by this operator certificate (repeatable)",
+    )
+    agent_opts.add_argument(
         "--max-crl-age",
         type=float,
         default=168.0,
@@ -262,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca_crl.add_argument("--out", type=Path, required=True, help="file to write (DER), replaced atomically")
     ca_crl.add_argument("--days", type=int, default=7, help="validity: nextUpdate this many days ahead (default 7)")
     ca.set_defaults(func=_lazy("admin", "ca"))
+
+    ros = sub.add_parser("roster", help="strict roster profile: operator-signed roster statements")
+    ros_sub = ros.add_subparsers(dest="roster_command", metavar="ACTION", required=True)
+    rsign = ros_sub.add_parser(
+        "sign",
+        help="sign a roster statement; prints the JSON body for PUT /v1/groups/{group}/roster",
+        description="Members provisioned with --roster-authority accept only rosters such statements allow.",
+    )
+    rsign.add_argument("--key", type=Path, required=True, help="the operator's private key (PEM)")
+    rsign.add_argument("--group", required=True, help="group id")
+    rsign.add_argument("--version", type=int, required=True, help="statement version: higher than the last one")
+    rsign.add_argument("--cert", type=Path, action="append", required=True, help="a member's certificate (repeatable)")
+    rsign.set_defaults(func=_lazy("admin", "roster"))
 
     tok = sub.add_parser("token", parents=[common], help="mint API tokens for small deployments")
     tok_sub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)

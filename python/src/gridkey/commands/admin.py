@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..crypto.identity import ROLES, cert_to_pem
@@ -55,6 +56,32 @@ def ca(args: argparse.Namespace) -> int:
         sys.stdout.write(cert_to_pem(local.certificate).decode())
         return 0
     return 2
+
+
+def roster(args: argparse.Namespace) -> int:
+    """gridkey roster sign: a statement naming each certificate's member id and key."""
+    import base64
+
+    from ..crypto.identity import CertificateError, load_certificate
+    from ..crypto.signatures import signing_key_from_pem, verify_key_from_cryptography
+    from ..protocol.errors import DecodeError
+    from ..protocol.messages import RosterEntry
+    from ..protocol.roster import RosterStatement
+
+    try:
+        key = signing_key_from_pem(args.key.read_bytes())
+        entries = {}
+        for path in args.cert:
+            cert = load_certificate(path.read_bytes())
+            cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+            entries[str(cn)] = RosterEntry(str(cn), verify_key_from_cryptography(cert.public_key()).kid)
+        st = RosterStatement(args.group, args.version, tuple(entries[m] for m in sorted(entries)))
+    except (OSError, ValueError, CertificateError, DecodeError, IndexError) as exc:
+        say(f"error: {exc}")
+        return 2
+    print(json.dumps({"statement": base64.b64encode(st.sign(key)).decode()}))
+    say(f"signed roster v{st.version} of {st.group_id}: {', '.join(entries)}")
+    return 0
 
 
 def token(args: argparse.Namespace) -> int:

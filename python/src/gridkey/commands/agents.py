@@ -7,9 +7,10 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ..crypto.identity import load_certificate
+from ..crypto.identity import CertificateError, load_certificate, verify_certificate
 from ..crypto.signatures import signing_key_from_pem
 from ..datadir import DataDir
 from ..meter.fleet import Fleet, Provisioned
@@ -76,11 +77,22 @@ def fleet(args: argparse.Namespace) -> int:
     return asyncio.run(_run_fleet(idents, data.local_ca().certificate, args))
 
 
-def policy_from_args(args: argparse.Namespace) -> MemberPolicy:
-    """The member policy from --accept-modes and --max-crl-age (a bad value is a usage error)."""
+def policy_from_args(args: argparse.Namespace, ca_cert) -> MemberPolicy:
+    """The member policy from --accept-modes, --max-crl-age and --roster-authority (operator
+    certificates, verified against the CA here: a bad value is a usage error)."""
     try:
-        return MemberPolicy(modes=parse_modes(args.accept_modes), max_crl_age_ms=int(args.max_crl_age * 3_600_000))
-    except ValueError as exc:
+        authorities = []
+        for path in args.roster_authority or ():
+            ident = verify_certificate(Path(path).read_bytes(), ca_cert, now=datetime.now(UTC))
+            if ident.role != "operator":
+                raise ValueError(f"{path} is a {ident.role} certificate, not an operator's")
+            authorities.append(ident.key)
+        return MemberPolicy(
+            modes=parse_modes(args.accept_modes),
+            max_crl_age_ms=int(args.max_crl_age * 3_600_000),
+            roster_authorities=tuple(authorities),
+        )
+    except (OSError, ValueError, CertificateError) as exc:
         raise SystemExit(f"gridkey: {exc}") from None
 
 
@@ -93,7 +105,7 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
         resync_s=args.resync,
         status_file=args.status_file,
         on_event=_printer(args.json),
-        policy=policy_from_args(args),
+        policy=policy_from_args(args, ca_cert),
     )
     t0 = time.perf_counter()
 

@@ -41,6 +41,7 @@ from ..protocol.errors import AbortReason, DecodeError, DropReason, Rejected
 from ..protocol.events import Aborted, Accepted, Broadcast, Committed, Dropped
 from ..protocol.messages import ID_RE, MAX_GROUP_SIZE, MEMBER_MSG_MAX, Mode, decode
 from ..protocol.requests import parse_request, verify_request
+from ..protocol.roster import parse_statement
 from ..store import Store
 from ..store.schema import (
     epochs,
@@ -534,6 +535,7 @@ class Gateway:
             "suite": g.suite,
             "mode": "attested" if g.mode == Mode.ATTESTED else "e2e",
             "rekey_interval_s": g.rekey_interval_s,
+            "roster_version": parse_statement(g.roster_statement)[1].version if g.roster_statement else None,
             "epoch": g.current_epoch,
             "key_id": g.current_key_id.hex() if g.current_key_id else None,
             "members": [{"meter_id": m.meter_id, "status": m.status} for m in mem],
@@ -573,6 +575,59 @@ class Gateway:
             tx.conn.execute(update(groups).where(groups.c.group_id == group_id).values(rekey_interval_s=seconds))
             self._audit(tx, actor, "group.rekey_interval", group_id, seconds=seconds)
             self._emit(tx, "group.updated", group_id=group_id, rekey_interval_s=seconds)
+        return self.get_group(group_id)
+
+    @retrying
+    def set_roster_statement(self, group_id: str, data: bytes, *, actor: str) -> dict:
+        """Strict roster profile: adopt an operator-signed roster statement as the group's membership.
+
+        The gateway cannot verify the operator's signature (members do, with the key they were
+        provisioned with); it checks the shape, the group, that the version is newer, and that each
+        entry is an enrolled, active meter or controller under that exact key, then rekeys.
+        """
+        try:
+            _, st = parse_statement(data)
+        except DecodeError as exc:
+            raise Invalid(f"roster statement: {exc}") from None
+        if st.group_id != group_id:
+            raise Invalid(f"the roster statement is for group {st.group_id}")
+        now = self.clock()
+        with self._tx() as tx:
+            g = self._group_row(tx, group_id)
+            if g.roster_statement:
+                prev = parse_statement(g.roster_statement)[1].version
+                if st.version <= prev:
+                    raise Conflict(f"roster v{st.version} is not newer than v{prev}")
+            ids = [e.member_id for e in st.members]
+            self._require_meters(tx.conn, ids, g.suite)
+            for e in st.members:
+                row = tx.conn.execute(select(meters).where(meters.c.meter_id == e.member_id)).first()
+                if row.kid != e.kid:
+                    raise Invalid(f"{e.member_id} is enrolled under another key than the statement names")
+            current = {
+                r.meter_id: r.status
+                for r in tx.conn.execute(select(memberships).where(memberships.c.group_id == group_id))
+            }
+
+            def set_status(mid: str, **values: Any) -> None:
+                where = and_(memberships.c.group_id == group_id, memberships.c.meter_id == mid)
+                tx.conn.execute(update(memberships).where(where).values(**values))
+
+            for mid in ids:
+                if mid not in current:
+                    tx.conn.execute(
+                        insert(memberships).values(group_id=group_id, meter_id=mid, status="active", added_at=now)
+                    )
+                elif current[mid] == "removed":
+                    set_status(mid, status="active", removed_at=None)
+            for mid, status in current.items():
+                if mid not in ids and status != "removed":
+                    set_status(mid, status="removed", removed_at=now)
+            tx.conn.execute(update(groups).where(groups.c.group_id == group_id).values(roster_statement=data))
+            self._audit(tx, actor, "group.roster", group_id, version=st.version, members=ids)
+            self._emit(tx, "group.updated", group_id=group_id, roster_version=st.version)
+            self._change(tx, group_id, "roster", None, now)
+            self._maybe_start(tx, group_id, now, force=True)
         return self.get_group(group_id)
 
     @retrying
@@ -810,13 +865,16 @@ class Gateway:
         replaced by one of the same epoch number.
         """
         requests = list(requests or [])
+        # Strict roster profile: every statement member whose meter is active, lagging or not (its
+        # members accept a roster that leaves one out only after it timed out in this epoch).
+        statuses = ("active", "lagging") if g.roster_statement else ("active",)
         rows = tx.conn.execute(
             select(meters)
             .join(memberships, memberships.c.meter_id == meters.c.meter_id)
             .where(
                 and_(
                     memberships.c.group_id == g.group_id,
-                    memberships.c.status == "active",
+                    memberships.c.status.in_(statuses),
                     meters.c.status == "active",
                 )
             )
@@ -850,6 +908,7 @@ class Gateway:
             timeout_ms=self.config.session_timeout(attempt),
             attempt=attempt,
             rng=self.rng,
+            roster_statement=g.roster_statement or b"",
         )
         ids = [m for m, _ in members]
         tx.conn.execute(

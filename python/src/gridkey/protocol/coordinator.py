@@ -88,6 +88,7 @@ class CoordinatorSession:
         timeout_ms: int = 10_000,
         attempt: int = 0,
         rng: Rng = system_rng,
+        roster_statement: bytes = b"",
         _start: tuple[Start, bytes] | None = None,
     ) -> None:
         self.suite = suite
@@ -101,7 +102,9 @@ class CoordinatorSession:
             nonce = rng(NONCE_LEN)
             deadline = now + timeout_ms
             sh = session_hash(suite, group_id, epoch, attempt, mode, nonce, now, deadline, roster)
-            start = Start(sid_of(sh), epoch, group_id, suite.name, roster, mode, nonce, now, deadline, attempt)
+            start = Start(
+                sid_of(sh), epoch, group_id, suite.name, roster, mode, nonce, now, deadline, attempt, roster_statement
+            )
             start_bytes = start.sign(signing_key)
         else:
             start, start_bytes = _start

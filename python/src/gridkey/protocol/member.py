@@ -60,6 +60,7 @@ from .messages import (
     member_payload_prefix,
 )
 from .policy import MEMBER_ROLES, MemberPolicy
+from .roster import verify_statement
 
 DEFAULT_MAX_SKEW_MS = 300_000
 DEFAULT_GRACE_MS = 2_000
@@ -372,6 +373,8 @@ class GroupMember:
         self.group_id = group_id
         self.policy = policy
         self.last_refusal: Refused | None = None  # why the newest refused Start was refused
+        self.roster_version = -1  # strict profile: the newest operator roster statement accepted
+        self._excused: dict[int, set[str]] = {}  # epoch -> members a coordinator Abort timed out
         self._coord = {k.kid: k for k in coordinator_keys}
         self.directory = directory if directory is not None else KeyDirectory()
         self._rng = rng
@@ -427,7 +430,34 @@ class GroupMember:
         return []
 
     def _judge_statement(self, start: Start) -> list[Event]:
-        return self._refuse(DropReason.ROSTER_UNAUTHORIZED, "the strict roster profile is not available yet")
+        """Strict roster profile: the Start's roster must come from the newest operator statement."""
+        if not start.roster_statement:
+            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, "the Start carries no operator-signed roster")
+        try:
+            st = verify_statement(start.roster_statement, self.policy.roster_authorities)
+        except DecodeError as exc:
+            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, f"roster statement: {exc}")
+        if st.group_id != start.group_id:
+            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, f"the roster statement is for group {st.group_id}")
+        if st.version < self.roster_version:
+            return self._refuse(
+                DropReason.ROSTER_UNAUTHORIZED, f"roster v{st.version} is older than v{self.roster_version}, accepted"
+            )
+        listed = set(st.members)
+        extra = [e.member_id for e in start.roster if e not in listed]
+        if extra:
+            return self._refuse(
+                DropReason.ROSTER_UNAUTHORIZED, f"{extra[0]} is not in the operator's roster v{st.version}"
+            )
+        left_out = {e.member_id for e in st.members} - {e.member_id for e in start.roster}
+        unexcused = sorted(left_out - self._excused.get(start.epoch, set()))
+        if unexcused:
+            return self._refuse(
+                DropReason.ROSTER_UNAUTHORIZED,
+                f"{unexcused[0]} of roster v{st.version} left out without a timeout in epoch {start.epoch}",
+            )
+        self.roster_version = st.version
+        return []
 
     def receive(self, data: bytes, now: int) -> list[Event]:
         try:
@@ -472,6 +502,9 @@ class GroupMember:
             elif isinstance(ev, KeyEstablished):
                 self.previous, self.current = self.current, ev.keys
                 self.committed_epoch = ev.keys.epoch
+                self._excused = {e: m for e, m in self._excused.items() if e > self.committed_epoch}
+            elif isinstance(ev, Aborted) and ev.excluded and ev.detail == "timeout":
+                self._excused.setdefault(ev.epoch, set()).update(ev.excluded)
         return events
 
     def _on_start(self, start: Start, now: int) -> list[Event]:

@@ -10,7 +10,7 @@ the state machines).
 message    type   signed by    payload fields beyond {1: type, 2: sid, 3: epoch}
 =========  =====  ===========  =========================================================
 Start      1      coordinator  4 group, 5 suite, 6 roster, 7 mode, 8 nonce, 9 issued_at,
-                               10 deadline, 11 attempt
+                               10 deadline, 11 attempt, [12 roster statement]
 Round1     2      member       4 idx, 5 z
 Round2     3      member       4 idx, 5 X          (external_aad = round-1 hash)
 Confirm    4      member       4 idx, 5 key_id, 6 tag  (external_aad = transcript hash)
@@ -39,7 +39,7 @@ KEY_ID_LEN = 8
 TAG_LEN = 16
 MAX_GROUP_SIZE = 1024
 MEMBER_MSG_MAX = 200  # the bar from the paper: a member's round message never exceeds 200 bytes
-START_MSG_MAX = 128 + MAX_GROUP_SIZE * 80
+START_MSG_MAX = 256 + MAX_GROUP_SIZE * 160  # the roster, and the operator's roster statement
 BUNDLE_MSG_MAX = 256 + MAX_GROUP_SIZE * (MEMBER_MSG_MAX + 3)
 COORDINATOR_MSG_MAX = max(START_MSG_MAX, BUNDLE_MSG_MAX)
 MAX_MSG_SIZE = COORDINATOR_MSG_MAX
@@ -89,6 +89,7 @@ class Message:
 
     TYPE: ClassVar[MsgType]
     FIELDS: ClassVar[tuple[tuple[int, str, type], ...]]
+    OPTIONAL: ClassVar[tuple[tuple[int, str, type], ...]] = ()  # omitted when empty
     SCHEMA: ClassVar[tuple[tuple[int, type], ...]]  # all keys in wire order, set below
     FLAT: ClassVar[bool]  # only scalar fields: decoded by the fast schema reader
     sid: bytes
@@ -104,6 +105,9 @@ class Message:
         m: dict[int, Any] = {1: int(self.TYPE), 2: self.sid, 3: self.epoch}
         for key, name, _ in self.FIELDS:
             m[key] = self._wire(name, getattr(self, name))
+        for key, name, _ in self.OPTIONAL:
+            if getattr(self, name):
+                m[key] = getattr(self, name)
         return cbor.dumps(m)
 
     def sign(self, key: SigningKey, external_aad: bytes = b"") -> bytes:
@@ -119,8 +123,13 @@ class Message:
     @classmethod
     def from_map(cls, m: dict) -> Message:
         spec = {1: int, 2: bytes, 3: int} | {key: typ for key, _, typ in cls.FIELDS}
-        cbor.check_fields(m, spec)
+        cbor.check_fields(m, spec, {key: typ for key, _, typ in cls.OPTIONAL})
         kwargs = {name: cls._from_wire(name, m[key]) for key, name, _ in cls.FIELDS}
+        for key, name, _ in cls.OPTIONAL:
+            if key in m:
+                if not m[key]:
+                    raise DecodeError(f"field {key} is present but empty (omit it instead)")
+                kwargs[name] = m[key]
         return cls(sid=m[2], epoch=m[3], **kwargs)  # type: ignore[call-arg]
 
 
@@ -137,6 +146,7 @@ class Start(Message):
         (10, "deadline", int),
         (11, "attempt", int),
     )
+    OPTIONAL = ((12, "roster_statement", bytes),)  # strict roster profile: the operator's signed roster
     sid: bytes
     epoch: int
     group_id: str
@@ -147,6 +157,7 @@ class Start(Message):
     issued_at: int  # unix milliseconds
     deadline: int  # unix milliseconds
     attempt: int
+    roster_statement: bytes = b""
 
     def _validate(self) -> None:
         Message._validate(self)

@@ -53,6 +53,7 @@ groups = Table(
     Column("current_epoch", BigInteger, nullable=False, default=0),
     Column("current_key_id", LargeBinary(8)),
     Column("last_rekey_at", BigInteger),
+    Column("roster_statement", LargeBinary),  # strict roster profile: the operator's newest statement
 )
 
 memberships = Table(

@@ -10,6 +10,7 @@ accident and the schemathesis run can trust that an invalid request changes noth
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -378,6 +379,19 @@ def create_app(
         check_fields(body, ("rekey_interval_s",))
         seconds = as_int(body["rekey_interval_s"], "rekey_interval_s", 0, MAX_INTERVAL_S)
         return json_response(gateway.set_rekey_interval(group_id, seconds, actor=actor()))
+
+    @app.put("/v1/groups/<group_id>/roster")
+    @requires("groups:rekey")
+    def put_roster(group_id: str) -> Response:
+        body = json_body()
+        check_fields(body, ("statement",))
+        if not isinstance(body["statement"], str):
+            raise bad_request("statement must be a base64 string")
+        try:
+            data = base64.b64decode(body["statement"], validate=True)
+        except ValueError:
+            raise bad_request("statement is not valid base64") from None
+        return json_response(gateway.set_roster_statement(group_id, data, actor=actor()))
 
     @app.post("/v1/groups/<group_id>/members")
     @requires("groups:rekey")

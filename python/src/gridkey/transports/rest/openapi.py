@@ -121,6 +121,22 @@ SCHEMAS: dict[str, Any] = {
             "last_rekey_at": _NULL_MS,
             "last_negotiation_ms": {"type": ["integer", "null"]},
             "session": {"oneOf": [_ref("Session"), {"type": "null"}]},
+            "roster_version": {
+                "type": ["integer", "null"],
+                "description": "strict roster profile: the version of the operator's roster statement in force",
+            },
+        },
+    },
+    "RosterStatement": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["statement"],
+        "properties": {
+            "statement": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "an operator-signed roster statement (COSE_Sign1), as `gridkey roster sign` prints it",
+            }
         },
     },
     "RekeyAccepted": {
@@ -525,6 +541,18 @@ PATHS: dict[str, Any] = {
             params=(P_GROUP,),
             body=_json_body("GroupPatch"),
             errors=_E,
+        ),
+    },
+    "/v1/groups/{group_id}/roster": {
+        "put": _op(
+            "setRosterStatement",
+            "Strict roster profile: make an operator-signed roster statement the group's membership, and rekey",
+            "groups",
+            {"200": _GROUP_OK},
+            scope="groups:rekey",
+            params=(P_GROUP,),
+            body=_json_body("RosterStatement"),
+            errors=(*_E, "Conflict"),
         ),
     },
     "/v1/groups/{group_id}/members": {
