@@ -23,7 +23,7 @@ from helpers import wait_for
 GROUP = "pc"
 METERS = [f"pc-{i:03d}" for i in range(1, 5)]
 PAUSE_MS = 6000
-RECOVERY_BOUND_S = 20.0  # resync 1 s + one rekey on this machine, with margin for a loaded CI box
+RECOVERY_BOUND_S = 45.0  # measured 2.6 s on an idle 2-core machine; a loaded CI box runs 2 workers
 
 
 def fleet(sc: CrashSidecar, status) -> subprocess.Popen:
@@ -71,7 +71,12 @@ def test_every_meter_regains_the_current_key_after_a_power_cut(tmp_path):
             h = held(status)
             return len(h) == len(METERS) and all(v == (g["epoch"], g["key_id"]) for v in h.values())
 
-        wait_for("every meter holds the current key again", recovered, RECOVERY_BOUND_S)
+        try:
+            wait_for("every meter holds the current key again", recovered, RECOVERY_BOUND_S)
+        except AssertionError as exc:
+            epochs = sc.api("GET", f"/v1/groups/{GROUP}/epochs")
+            raise AssertionError(f"{exc}\nheld: {held(status)}\ngroup: {sc.group(GROUP)}\nepochs: {epochs}\n"
+                                 f"{sc.tail(40)}") from None  # fmt: skip
         took = time.monotonic() - t0
         g = sc.group(GROUP)
         assert g["epoch"] >= 2

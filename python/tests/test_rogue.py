@@ -412,3 +412,15 @@ def test_strict_members_let_the_gateway_leave_out_only_who_timed_out(suite, oper
     sid = decode(first).msg.sid
     alice.receive(Abort(sid, 1, "timeout", ("dave",)).sign(lb.coordinator_key), NOW)
     assert isinstance(alice.receive(strict_start(lb, three, stmt, attempt=1), NOW)[-1], Send)
+
+
+def test_a_restarted_member_that_only_sees_an_old_start_knows_it_is_keyless(suite):
+    """After a power cut the newest Start may be past its deadline (stale): too old to join, but it
+    still says which epoch the group is at, so the member knows to ask."""
+    lb = Loopback(suite, IDS, seed="stale-keyless")
+    assert lb.run_epoch().agree
+    fresh = Loopback(suite, IDS, seed="stale-keyless", rng=SeededRng("after")).members["alice"]
+    fresh.directory.apply_revocation(Revocation(NOW, NOW + DAY, 99))
+    ev = fresh.receive(lb.session.start_message, lb.session.deadline + 1)
+    assert [e.reason for e in ev] == [DropReason.STALE]
+    assert fresh.session is None and fresh.keyless

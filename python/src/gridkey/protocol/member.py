@@ -374,6 +374,7 @@ class GroupMember:
         self.policy = policy
         self.last_refusal: Refused | None = None  # why the newest refused Start was refused
         self.roster_version = -1  # strict profile: the newest operator roster statement accepted
+        self.seen_epoch = committed_epoch  # the newest epoch of a coordinator-signed Start naming us
         self._excused: dict[int, set[str]] = {}  # epoch -> members a coordinator Abort timed out
         self._coord = {k.kid: k for k in coordinator_keys}
         self.directory = directory if directory is not None else KeyDirectory()
@@ -485,10 +486,11 @@ class GroupMember:
 
     @property
     def keyless(self) -> bool:
-        """No key for the newest epoch this member has seen a Start for, and no live session for it:
-        it restarted or missed a Commit, and should ask (signed) to be rekeyed."""
+        """No key for the newest epoch this member saw a valid Start naming it for (even one too old
+        to join), and no live session: it restarted or missed a Commit, and should ask (signed) to be
+        rekeyed. A restarted meter typically sees only the Start of an epoch already committed."""
         live = self.session is not None and not self.session.is_terminal
-        return not live and self._last_start[0] > self.committed_epoch
+        return not live and self.seen_epoch > self.committed_epoch
 
     def resend(self) -> bytes | None:
         """The last message this member sent in the live session, for transport retries."""
@@ -519,6 +521,7 @@ class GroupMember:
         sid = sid_of(sh)
         if sid != start.sid:
             return self._drop(DropReason.MALFORMED, "sid does not match the Start's fields")
+        self.seen_epoch = max(self.seen_epoch, start.epoch)
         if self.session is not None and self.session.sid == sid:
             return self._drop(DropReason.DUPLICATE, "start")
         if start.epoch <= self.committed_epoch:
