@@ -72,6 +72,7 @@ def vector(suite_name: str, n: int) -> dict:
             "deadline": start.deadline,
             "roster": [[e.member_id, e.kid.hex()] for e in start.roster],
         },
+        "public_keys": [lb.identities[m].signing_key.public_key.spki_der.hex() for m in ids],  # SPKI DER
         "session_hash": session.session_hash.hex(),
         "sid": session.sid.hex(),
         "r": [group.scalar_encode(r).hex() for r in rs],

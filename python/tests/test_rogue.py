@@ -23,9 +23,8 @@ from gridkey.protocol.events import Aborted, KeyEstablished, KeysNeeded, Refused
 from gridkey.protocol.keyschedule import derive, transcript_hash
 from gridkey.protocol.loopback import Loopback
 from gridkey.protocol.member import MemberState
-from gridkey.protocol.messages import Abort, Bundle, Commit, Mode, RosterEntry, Start, decode
+from gridkey.protocol.messages import Bundle, Commit, Mode, decode
 from gridkey.protocol.policy import MemberPolicy
-from gridkey.protocol.roster import RosterStatement
 
 SUITES = {"GK1": GK1, "GK2": GK2}
 IDS = ["alice", "bob", "carol", "dave"]
@@ -315,103 +314,6 @@ def test_a_member_that_lost_its_session_knows_it_is_keyless(suite):
     for kind in ("bundle1", "bundle2", "commit"):
         fresh.receive(lb.session.broadcasts[kind], NOW)
     assert fresh.current is None and fresh.keyless
-
-
-def test_the_rogue_cannot_compute_an_e2e_key_from_what_it_relays(suite):
-    """Everything the coordinator sees in an honest e2e run: z, X, TH. Its best guess (treating
-    the transcript as the key material) yields none of the members' keys."""
-    lb = Loopback(suite, IDS, seed="sees")
-    r = lb.run_epoch()
-    assert r.agree
-    s = lb.session
-    zs = [e.msg.z for e in s._ordered(1)]
-    xs = [e.msg.x for e in s._ordered(2)]
-    th = transcript_hash(suite, s.session_hash, zs, xs)
-    member_keys = {k.aead_key for k in r.keys.values()}
-    for guess in [*zs, *xs, th]:
-        d = derive(suite, guess, th, group_id="grp-1", epoch=1, sid=s.sid, roster=())
-        assert d.keys.aead_key not in member_keys
-
-
-# --- 6. the strict roster profile ---------------------------------------------------------------
-
-
-def strict(lb: Loopback, operator) -> None:
-    policy = MemberPolicy(roster_authorities=(operator.public_key,))
-    for m in lb.members.values():
-        m.policy = policy
-
-
-def statement(lb: Loopback, operator, ids, version: int = 1) -> bytes:
-    entries = tuple(RosterEntry(m, lb.identities[m].signing_key.kid) for m in sorted(ids))
-    return RosterStatement("grp-1", version, entries).sign(operator)
-
-
-def strict_start(lb: Loopback, ids, stmt: bytes, *, epoch: int = 1, attempt: int = 0) -> bytes:
-    """A Start for ``ids`` carrying ``stmt``, signed with the real coordinator key."""
-    cs = CoordinatorSession(suite=lb.suite, signing_key=lb.coordinator_key, group_id="grp-1", epoch=epoch,
-                            members=roster(lb, ids), now=NOW, attempt=attempt)  # fmt: skip
-    s = cs.start
-    start = Start(s.sid, s.epoch, s.group_id, s.suite, s.roster, s.mode, s.nonce, s.issued_at, s.deadline,
-                  s.attempt, stmt)  # fmt: skip
-    return start.sign(lb.coordinator_key)
-
-
-@pytest.fixture
-def operator(suite):
-    return suite.generate_signing_key(SeededRng("operator"))
-
-
-def test_strict_members_accept_the_operators_roster(suite, operator):
-    lb = Loopback(suite, IDS, seed="strict")
-    strict(lb, operator)
-    events = lb.members["alice"].receive(strict_start(lb, IDS, statement(lb, operator, IDS)), NOW)
-    assert isinstance(events[-1], Send) and lb.members["alice"].roster_version == 1
-
-
-def test_strict_members_refuse_what_the_operator_did_not_sign(suite, operator):
-    """No statement; one signed by the gateway itself; one for another group; an identity the gateway
-    added (minted with a CA key it holds) beyond the statement; a rolled-back version."""
-    lb = Loopback(suite, IDS, seed="strict-no")
-    strict(lb, operator)
-    minted = lb.suite.generate_signing_key(SeededRng("minted"))
-    lb.directory.add("mallory", minted.public_key, "meter")  # CA-valid: the gateway held the CA key
-    lb.identities["mallory"] = type(lb.identities["alice"])("mallory", minted)
-    alice = lb.members["alice"]
-    cases = [
-        (strict_start(lb, IDS, b""), "no operator-signed roster"),
-        (strict_start(lb, IDS, statement(lb, lb.coordinator_key, IDS)), "not signed by an operator"),
-        (strict_start(lb, [*IDS, "mallory"], statement(lb, operator, IDS)), "mallory is not in the operator's roster"),
-    ]
-    for attempt, (data, why) in enumerate(cases):
-        ev = alice.receive(data, NOW + attempt)
-        assert refusal(ev).reason == DropReason.ROSTER_UNAUTHORIZED and why in refusal(ev).detail, ev
-    other = RosterStatement("grp-2", 1, tuple(RosterEntry(m, lb.identities[m].signing_key.kid) for m in IDS))
-    ev = alice.receive(strict_start(lb, IDS, other.sign(operator), attempt=3), NOW)
-    assert "for group grp-2" in refusal(ev).detail
-    # v2 accepted, then the gateway replays v1 (which still listed dave, since removed)
-    three = ["alice", "bob", "carol"]
-    assert isinstance(
-        alice.receive(strict_start(lb, three, statement(lb, operator, three, 2), attempt=4), NOW)[-1], Send
-    )
-    ev = alice.receive(strict_start(lb, IDS, statement(lb, operator, IDS, 1), attempt=5), NOW)
-    assert "roster v1 is older than v2" in refusal(ev).detail
-
-
-def test_strict_members_let_the_gateway_leave_out_only_who_timed_out(suite, operator):
-    lb = Loopback(suite, IDS, seed="strict-left")
-    strict(lb, operator)
-    stmt = statement(lb, operator, IDS)
-    alice = lb.members["alice"]
-    three = ["alice", "bob", "carol"]
-    ev = alice.receive(strict_start(lb, three, stmt), NOW)
-    assert "dave of roster v1 left out without a timeout" in refusal(ev).detail
-    # attempt 0 with everyone; the coordinator times dave out; attempt 1 without him is fine
-    first = strict_start(lb, IDS, stmt)
-    assert isinstance(alice.receive(first, NOW)[-1], Send)
-    sid = decode(first).msg.sid
-    alice.receive(Abort(sid, 1, "timeout", ("dave",)).sign(lb.coordinator_key), NOW)
-    assert isinstance(alice.receive(strict_start(lb, three, stmt, attempt=1), NOW)[-1], Send)
 
 
 def test_a_restarted_member_that_only_sees_an_old_start_knows_it_is_keyless(suite):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cbor2
+import nacl.signing
 import pytest
 import rbcl
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -69,6 +70,14 @@ def test_gk1_messages_are_the_cose_the_values_say():
         assert [p[5].hex() for p in member[:n]] == v["z"]
         assert [p[5].hex() for p in member[n : 2 * n]] == v["X"]
         assert {p[5].hex() for p in member[2 * n :]} == {v["key_id"]}
+        # every member signature, with libsodium: Round1 over SH, Round2 over H1, Confirm over TH
+        aads = [bytes.fromhex(v[k]) for k in ("session_hash", "round1_hash", "transcript_hash")]
+        for k, raw in enumerate(msgs["member"]):
+            protected, unprotected, payload, sig = cbor2.loads(bytes.fromhex(raw)).value
+            spki = bytes.fromhex(v["public_keys"][k % n])
+            assert hashlib.sha256(spki).digest()[:8] == unprotected[4] == bytes.fromhex(v["start"]["roster"][k % n][1])
+            tbs = cbor2.dumps(["Signature1", protected, aads[k // n], payload])
+            nacl.signing.VerifyKey(spki[-32:]).verify(tbs, sig)  # raises if it does not verify
 
 
 @pytest.mark.parametrize("n_index", range(4))

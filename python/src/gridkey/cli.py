@@ -214,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent_opts.add_argument(
         "--max-crl-age",
         type=float,
-        default=168.0,
+        default=48.0,
         metavar="HOURS",
-        help="refuse end-to-end Starts unless the CA's CRL is at most this old (default 168 = 7 days)",
+        help="refuse end-to-end Starts unless the CA's CRL is at most this old (default 48)",
     )
 
     meter = sub.add_parser(

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .crypto.ca import LocalCA
-from .crypto.identity import cert_to_pem, load_certificate
+from .crypto.identity import CertificateError, cert_to_pem, load_certificate, verify_certificate
 from .crypto.signatures import P256SigningKey, SigningKey, signing_key_from_pem
 from .crypto.suite import get_suite
 from .gateway.trust import CoordinatorIdentity, Trust
@@ -109,6 +109,8 @@ class DataDir:
 
     def controller(self, suite: str = "GK1", controller_id: str = "controller") -> tuple[SigningKey, x509.Certificate]:
         d = self.path / "controller"
+        if not (d / "cert.pem").exists() and not (self.ca_dir / "ca-key.pem").exists():
+            raise ValueError(f"no controller identity in {d}: with an external CA, issue it there first")
         if not (d / "cert.pem").exists():
             self.issue_identity(controller_id, "controller", suite, d)
         return self.load_identity(d)
@@ -125,8 +127,16 @@ class DataDir:
             )
         if (self.ca_dir / "ca-key.pem").exists():
             raise ValueError(f"{self.ca_dir / 'ca-key.pem'} exists: an external CA's gateway keeps no CA key")
-        return Trust(load_certificate(Path(ca_cert_file).read_bytes()), CoordinatorIdentity(gateway_id, key, cert),
-                     crl_file=crl_file)  # fmt: skip
+        ca_cert = load_certificate(Path(ca_cert_file).read_bytes())
+        try:
+            ident = verify_certificate(cert_to_pem(cert), ca_cert, now=datetime.now(UTC))
+        except CertificateError as exc:
+            raise ValueError(
+                f"the gateway identity in {self.path / 'gateway'} is not one this CA issued: {exc}"
+            ) from None
+        if ident.role != "gateway":
+            raise ValueError(f"{self.path / 'gateway' / 'cert.pem'} is a {ident.role} certificate, not a gateway's")
+        return Trust(ca_cert, CoordinatorIdentity(gateway_id, key, cert), crl_file=crl_file)
 
     def ca_cert_pem(self) -> bytes:
         return (self.ca_dir / "ca-cert.pem").read_bytes()

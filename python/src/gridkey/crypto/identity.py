@@ -269,9 +269,10 @@ class Revocation:
     number: int
     revoked: frozenset[int] = frozenset()
 
-    def usable(self, now: int, max_age_ms: int) -> bool:
-        """Not past nextUpdate, not older than ``max_age_ms``, not issued more than a minute ahead."""
-        return self.this_update - 60_000 <= now <= self.next_update and now - self.this_update <= max_age_ms
+    def usable(self, now: int, max_age_ms: int, skew_ms: int = 300_000) -> bool:
+        """Not past nextUpdate, not older than ``max_age_ms``, not issued more than ``skew_ms`` ahead
+        (the clock skew a member allows a Start, so a meter whose clock is behind is not refused)."""
+        return self.this_update - skew_ms <= now <= self.next_update and now - self.this_update <= max_age_ms
 
 
 def read_crl(data: bytes | x509.CertificateRevocationList, ca_cert: x509.Certificate, now: datetime) -> Revocation:

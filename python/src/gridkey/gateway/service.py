@@ -40,6 +40,7 @@ from ..protocol.coordinator import CoordinatorSession
 from ..protocol.errors import AbortReason, DecodeError, DropReason, Rejected
 from ..protocol.events import Aborted, Accepted, Broadcast, Committed, Dropped
 from ..protocol.messages import ID_RE, MAX_GROUP_SIZE, MEMBER_MSG_MAX, Mode, decode
+from ..protocol.policy import MEMBER_ROLES
 from ..protocol.requests import parse_request, verify_request
 from ..protocol.roster import parse_statement
 from ..store import Store
@@ -249,8 +250,8 @@ class Gateway:
         """Register a meter (or controller) certificate issued by the CA. Idempotent."""
         now = self.clock()
         ident = self.trust.verify(cert_pem, now)
-        if ident.role == "gateway":
-            raise Invalid("gateway certificates cannot be enrolled as group members")
+        if ident.role not in MEMBER_ROLES:
+            raise Invalid(f"{ident.role} certificates cannot be enrolled as group members")
         pem = self._pem(cert_pem)
         with self._tx() as tx:
             row = tx.conn.execute(self.store.locked(select(meters).where(meters.c.meter_id == ident.member_id))).first()
@@ -732,6 +733,7 @@ class Gateway:
             ).first()
             if ms is None or ms.status == "removed":
                 raise Forbidden(f"{req.meter_id} is not a member of {group_id}")
+            keyless = False
             if ms.status == "lagging":
                 tx.conn.execute(
                     update(memberships)
@@ -745,17 +747,27 @@ class Gateway:
                 # active but left out (e.g. it joined while a session was running): rekey with it
                 self._change(tx, group_id, "rejoin", req.meter_id, now)
                 self._maybe_start(tx, group_id, now)
-            elif self._live_session(tx.conn, group_id) is None:
-                # in the current epoch's roster, yet it asks: it holds no key for that epoch (it
-                # restarted, or its Commit never arrived). Rekey, rate-limited per group.
-                last = self._keyless_rekey_at.get(group_id)
+            elif (
+                req.epoch is not None
+                and req.epoch < self._group_row(tx, group_id).current_epoch
+                and self._live_session(tx.conn, group_id) is None
+            ):
+                # in the current epoch's roster, and it says (signed) it holds an older key: it
+                # restarted, or its Commit never arrived. Rekey, at most once per interval per group.
+                with self._lock:
+                    last = self._keyless_rekey_at.get(group_id)
                 if last is not None and now - last < self.config.keyless_rekey_interval_ms:
                     return {"group_id": group_id, "meter_id": req.meter_id, "status": "active", "rekey": "later"}
-                self._keyless_rekey_at[group_id] = now
                 self._change(tx, group_id, "keyless", req.meter_id, now)
-                self._audit(tx, f"meter:{req.meter_id}", "member.keyless", group_id)
+                self._audit(tx, f"meter:{req.meter_id}", "member.keyless", group_id, epoch=req.epoch)
                 self._maybe_start(tx, group_id, now)
-            return {"group_id": group_id, "meter_id": req.meter_id, "status": "active"}
+                keyless = True
+            else:
+                keyless = False
+        if keyless:  # only once the transaction committed: a retried one must not count twice
+            with self._lock:
+                self._keyless_rekey_at[group_id] = now
+        return {"group_id": group_id, "meter_id": req.meter_id, "status": "active"}
 
     def _in_live_or_current(self, conn: Connection, group_id: str, meter_id: str) -> bool:
         s = conn.execute(

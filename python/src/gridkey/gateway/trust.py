@@ -66,7 +66,10 @@ class Trust:
         self._local_ca = local_ca
         self._local_ca_dir = local_ca_dir
         self._crl_file = crl_file
-        self._crl_cache: tuple[float, x509.CertificateRevocationList | None] | None = None
+        self._crl_cache: tuple[tuple[int, int, int], x509.CertificateRevocationList | None] | None = None
+        # serials any verified CA CRL revoked: kept if the file later goes missing or stale, so a
+        # withheld CRL never brings a revoked meter back into this gateway's rosters
+        self._revoked_seen: set[int] = set()
         self._lock = threading.Lock()
 
     @property
@@ -89,9 +92,10 @@ class Trust:
         """The CA's CRL file, re-read when it changes. One that does not verify or is out of date
         is not served (members then refuse end-to-end Starts: revocation fails closed)."""
         try:
-            mtime = self._crl_file.stat().st_mtime  # type: ignore[union-attr]
+            st = self._crl_file.stat()  # type: ignore[union-attr]
         except OSError:
             return None
+        mtime = (st.st_mtime_ns, st.st_ino, st.st_size)
         with self._lock:
             if self._crl_cache is None or self._crl_cache[0] != mtime:
                 try:
@@ -104,10 +108,12 @@ class Trust:
         if crl is None:
             return None
         try:
-            read_crl(crl, self.ca_cert, ms_to_dt(now_ms))
+            rev = read_crl(crl, self.ca_cert, ms_to_dt(now_ms))
         except CertificateError as exc:
             log.warning("CRL file %s not served: %s", self._crl_file, exc)
             return None
+        with self._lock:
+            self._revoked_seen |= rev.revoked
         return crl
 
     def verify(self, cert: bytes, now_ms: int) -> Identity:
@@ -118,6 +124,9 @@ class Trust:
             if exc.check == "revoked":
                 raise Forbidden(f"certificate is revoked ({exc.message})") from None
             raise Invalid(f"certificate rejected: {exc}") from None
+        with self._lock:
+            if ident.serial in self._revoked_seen:
+                raise Forbidden(f"certificate serial {ident.serial:x} was revoked by an earlier CA CRL")
         return ident
 
     def is_revoked(self, serial: int) -> bool:

@@ -37,12 +37,13 @@ from ..protocol.events import Aborted, Dropped, KeyEstablished, KeysNeeded, Refu
 from ..protocol.groupdata import DATA_PAGE, ContentType, GroupChannel, parse_data_message
 from ..protocol.member import DEFAULT_POLICY, GroupMember, MemberIdentity
 from ..protocol.messages import Start, decode
-from ..protocol.policy import MEMBER_ROLES, MemberPolicy
+from ..protocol.policy import MemberPolicy
 from ..protocol.requests import MeterRequest
 from .links import Link, LinkError
 
 log = logging.getLogger(__name__)
 
+REFUSAL_HOLD_S = 60.0  # no rejoin for this long after refusing a group's Start (see _rejoin)
 STOP_TIMEOUT_S = 5.0  # closing the link must not hold up a shutdown (aiocoap may wait on exchanges)
 
 
@@ -87,6 +88,8 @@ class GroupView:
     rejoin_asked: set[bytes] = field(default_factory=set)  # Starts without us we already reacted to
     done_refs: set[tuple[bytes, str]] = field(default_factory=set)  # (sid, kind) already fed
     data_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # new group data to fetch
+    refused_at: float = -1e9  # monotonic time we last refused one of this group's Starts
+    last_refusal: tuple | None = None  # (reason, detail) last reported, so it is said once
 
 
 @dataclass
@@ -136,6 +139,7 @@ class MeterAgent:
         self.groups: dict[str, GroupView] = {}
         self.stats = AgentStats()
         self.coordinator_key = None
+        self.gateway_serial: int | None = None
         self.gateway_id = ""
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -153,6 +157,7 @@ class MeterAgent:
         if ident.role != "gateway":
             raise LinkError(403, f"{gateway_id} does not hold a gateway certificate")
         self.gateway_id = ident.member_id
+        self.gateway_serial = ident.serial
         self.coordinator_key = ident.key
         req = MeterRequest("enroll", self.meter_id, self.clock(), cert_der=self.cert_der).sign(self.key)
         await self.link.enroll(req)
@@ -191,13 +196,22 @@ class MeterAgent:
             rev = read_crl(crl, self.ca_cert, datetime.now(UTC))
             gone = self.directory.apply_revocation(rev)
         except LinkError as exc:
+            self._crl_fetched = time.monotonic()  # look again at the refresh pace, not at every resync
             self._crl_problem(f"CRL not fetched: {exc}")
             return
         except (CertificateError, RevocationRollback, ValueError) as exc:
+            self._crl_fetched = time.monotonic()
             self._crl_problem(f"CRL refused: {exc}")
             return
         self._crl = crl
         self._crl_fetched = time.monotonic()
+        if self.gateway_serial is not None and self.gateway_serial in rev.revoked:
+            # the coordinator's own certificate is revoked: trust none of its messages any more
+            log.error("%s: the gateway's certificate is revoked; refusing its messages", self.meter_id)
+            self.coordinator_key = None
+            for view in self.groups.values():
+                view.member.distrust_coordinator()
+            self.on_event("gateway_revoked", {"gateway_id": self.gateway_id})
         for member_id in gone:
             self.on_event("peer_revoked", {"member_id": member_id})
 
@@ -258,7 +272,7 @@ class MeterAgent:
                 suite=SUITES["GK1"],  # replaced by the Start's suite on first contact
                 me=self.identity,
                 group_id=group_id,
-                coordinator_keys=[self.coordinator_key],
+                coordinator_keys=[self.coordinator_key] if self.coordinator_key else [],
                 directory=self.directory,
                 rng=self.rng,
                 policy=self.policy,
@@ -405,7 +419,13 @@ class MeterAgent:
             await self.catch_up_next(group_id)  # something arrived early: we missed a message
 
     def _refused(self, group_id: str, ev: Refused) -> None:
-        """A Start our policy refuses: say so (status, LwM2M Last Error, log), once per reason."""
+        """A Start our policy refuses: say so (status, log, event), once per reason and group."""
+        view = self.groups.get(group_id)
+        if view is not None:
+            view.refused_at = time.monotonic()
+            if view.last_refusal == (ev.reason, ev.detail):
+                return
+            view.last_refusal = (ev.reason, ev.detail)
         self.stats.drops[ev.reason.value] += 1
         self.stats.errors.append(f"start refused for {group_id}: {ev.reason.value}: {ev.detail}")
         log.warning("%s: refused a Start for %s: %s (%s)", self.meter_id, group_id, ev.reason.value, ev.detail)
@@ -423,7 +443,7 @@ class MeterAgent:
                 suite=SUITES[msg.suite],
                 me=self.identity,
                 group_id=old.group_id,
-                coordinator_keys=[self.coordinator_key],
+                coordinator_keys=[self.coordinator_key] if self.coordinator_key else [],
                 directory=self.directory,
                 rng=self.rng,
                 committed_epoch=old.committed_epoch,
@@ -448,19 +468,26 @@ class MeterAgent:
             except CertificateError as exc:
                 self.stats.errors.append(f"peer {member_id} rejected: {exc}")
                 with contextlib.suppress(CertificateError, ValueError):
-                    self.directory.remove(verify_key_from_cryptography(load_certificate(der).public_key()).kid)
+                    kid = verify_key_from_cryptography(load_certificate(der).public_key()).kid
+                    self.directory.remove(kid)
+                    if exc.check == "revoked":  # so a roster naming it is refused as revoked_peer
+                        self.directory.revoked_kids[kid] = member_id
                 continue
             if ident.member_id != member_id or ident.role != role:
                 continue
-            if ident.role not in MEMBER_ROLES:
-                # the gateway listed a non-member identity (itself, say) for a group: never a peer
-                self.stats.errors.append(f"peer {member_id} refused: a {ident.role} may not hold a group key")
-                continue
+            # A non-member role (the gateway itself, say) is recorded with that role: it is never a
+            # peer (lookup filters roles) and a roster naming it is refused as wrong_role.
             with contextlib.suppress(ValueError):  # revoked by the CRL just applied
                 self.directory.add(ident.member_id, ident.key, ident.role, ident.serial)
 
     async def _rejoin(self, group_id: str) -> None:
-        req = MeterRequest("rejoin", self.meter_id, self.clock(), group_id=group_id).sign(self.key)
+        view = self.groups.get(group_id)
+        if view is not None and time.monotonic() - view.refused_at < REFUSAL_HOLD_S:
+            # we refused this group's Start just now: asking back in would only start another
+            # negotiation we refuse (a loop of rekeys); wait until the reason may have gone
+            return
+        epoch = view.member.committed_epoch if view is not None else None
+        req = MeterRequest("rejoin", self.meter_id, self.clock(), group_id=group_id, epoch=epoch).sign(self.key)
         try:
             await self.link.rejoin(group_id, req)
             self.on_event("rejoin", {"group_id": group_id})

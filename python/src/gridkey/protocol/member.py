@@ -484,6 +484,10 @@ class GroupMember:
     def get_timer(self) -> int | None:
         return self.session.get_timer() if self.session else None
 
+    def distrust_coordinator(self) -> None:
+        """The coordinator's certificate was revoked: accept nothing it signs from now on."""
+        self._coord = {}
+
     @property
     def keyless(self) -> bool:
         """No key for the newest epoch this member saw a valid Start naming it for (even one too old

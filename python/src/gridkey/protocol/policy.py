@@ -15,7 +15,7 @@ from .messages import Mode
 
 __all__ = ["MEMBER_ROLES", "MemberPolicy", "parse_modes"]
 
-DEFAULT_MAX_CRL_AGE_MS = 7 * 24 * 3600 * 1000  # the local CA issues CRLs valid for 7 days
+DEFAULT_MAX_CRL_AGE_MS = 48 * 3600 * 1000  # how long a withheld CRL can hide a revocation; publish daily
 
 
 @dataclass(frozen=True)

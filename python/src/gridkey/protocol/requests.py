@@ -27,6 +27,7 @@ class MeterRequest:
     ts: int
     group_id: str | None = None
     cert_der: bytes | None = None
+    epoch: int | None = None  # rejoin: the member's committed epoch (a keyless member is behind)
 
     def sign(self, key: SigningKey) -> bytes:
         m: dict = {1: self.kind, 2: self.meter_id, 3: self.ts}
@@ -34,6 +35,8 @@ class MeterRequest:
             m[4] = self.group_id
         if self.cert_der is not None:
             m[5] = self.cert_der
+        if self.epoch is not None:
+            m[6] = self.epoch
         return sign1(cbor.dumps(m), key, b"GridKey v1 meter request")
 
 
@@ -41,7 +44,7 @@ def parse_request(data: bytes) -> tuple[Sign1, MeterRequest]:
     """Strictly decode (not verify) a meter request. Raises only :class:`DecodeError`."""
     s1 = parse_sign1(data, max_size=MAX_REQUEST)
     m = cbor.loads(s1.payload, max_size=MAX_REQUEST)
-    cbor.check_fields(m, {1: str, 2: str, 3: int}, {4: str, 5: bytes})
+    cbor.check_fields(m, {1: str, 2: str, 3: int}, {4: str, 5: bytes, 6: int})
     if m[1] not in KINDS:
         raise DecodeError(f"unknown request kind {m[1]!r}")
     check_id(m[2], "meter id")
@@ -49,7 +52,7 @@ def parse_request(data: bytes) -> tuple[Sign1, MeterRequest]:
         check_id(m[4], "group id")
     if m[1] == "enroll" and 5 not in m:
         raise DecodeError("an enrol request carries the meter's certificate")
-    return s1, MeterRequest(m[1], m[2], m[3], m.get(4), m.get(5))
+    return s1, MeterRequest(m[1], m[2], m[3], m.get(4), m.get(5), m.get(6))
 
 
 def verify_request(s1: Sign1, key) -> bool:
