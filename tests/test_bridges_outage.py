@@ -111,28 +111,26 @@ def wait_agreed(fleet: FleetRunner, epoch: int, timeout: float = 60.0) -> None:
     wait_for(f"all meters agree on an epoch >= {epoch}", agreed, timeout)
 
 
-def readings_in_store(sc: SidecarProc, after: int) -> int:
-    db = sqlite3.connect(sc.data.path / "gridkey.db")
+def scalar(path, sql: str, *args) -> int:
+    """One value from a SQLite file the sidecar writes (its store, or the bridges' outbox)."""
+    db = sqlite3.connect(path)
     try:
-        return db.execute("SELECT count(*) FROM events WHERE id > ? AND kind = 'data.reading'", (after,)).fetchone()[0]
+        return db.execute(sql, args).fetchone()[0]
     finally:
         db.close()
+
+
+def readings_in_store(sc: SidecarProc, after: int) -> int:
+    sql = "SELECT count(*) FROM events WHERE id > ? AND kind = 'data.reading'"
+    return scalar(sc.data.path / "gridkey.db", sql, after)
 
 
 def latest_event(sc: SidecarProc) -> int:
-    db = sqlite3.connect(sc.data.path / "gridkey.db")
-    try:
-        return db.execute("SELECT max(id) FROM events").fetchone()[0]
-    finally:
-        db.close()
+    return scalar(sc.data.path / "gridkey.db", "SELECT max(id) FROM events")
 
 
 def cursor_of(sc: SidecarProc) -> int:
-    db = sqlite3.connect(sc.data.path / "bridges.db")
-    try:
-        return db.execute("SELECT cursor FROM queues WHERE bridge = 'uplink'").fetchone()[0]
-    finally:
-        db.close()
+    return scalar(sc.data.path / "bridges.db", "SELECT cursor FROM queues WHERE bridge = 'uplink'")
 
 
 def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):

@@ -596,7 +596,10 @@ class MeterAgent:
         live = session is not None and not session.is_terminal
         # A bigger group legitimately takes longer per round: do not mistake that for a stall.
         stall = self.stall_s * max(1.0, session.n / 10) if live else self.stall_s
-        if live and now - view.last_progress > stall:
+        # Past its deadline a confirmed session only waits for a Commit that may never come (it
+        # keeps its key): look for it at the resync pace below, not every stall interval forever.
+        overdue = live and self.clock() > session.start.deadline  # type: ignore[union-attr]
+        if live and not overdue and now - view.last_progress > stall:
             view.last_progress = now
             pending = view.member.resend()
             if pending is not None:  # our last message may have died with a gateway process
