@@ -45,18 +45,18 @@ lint: install
 
 # Unit and property tests of the Python package only (quick; no system packages needed).
 test-python: install
-	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests
+	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider tests
 
 # Cross-component tests only (real sidecar processes, PostgreSQL, ...).
 test-cross: install system-deps leshan-jar
-	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider ../tests
+	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider ../tests
 
 # Everything: lint, then unit + property + cross-component tests in one pytest run, then the Node-RED
 # nodes' mocha suite on both Node-RED majors.
 # No test skips: a missing PostgreSQL, Leshan jar / Java 17, Chromium or Node-RED fails with the command that
 # fixes it (system-deps, leshan-jar and nodered-deps install them first; the tests themselves never download).
 test: install lint system-deps leshan-jar nodered-deps
-	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider tests ../tests
+	cd python && ../$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider tests ../tests
 	$(MAKE) --no-print-directory test-nodered
 
 # npm packages for nodered-nodes/ (Node-RED 4.1, test helper, mocha) and the Node-RED 5 runtime; idempotent.

@@ -173,10 +173,13 @@ def test_registrations_stay_alive_through_lifetime_updates(stack):
 
 def test_leshan_restart_is_survived(stack):
     leshan, _, _ = stack
+    before = {ep: c["registrationId"] for ep, c in clients(leshan).items()}
     leshan.restart()
-    assert clients(leshan) == {} or True  # a restarted Leshan knows nobody...
-    # ...until each endpoint's next Update gets 4.04 and it registers again
+    # a restarted Leshan knows nobody until each endpoint's next Update gets 4.04 and it registers
+    # again: under new registration ids (the same ids would mean nothing was tested)
     wait_for("re-registration after a Leshan restart", lambda: set(clients(leshan)) >= {*METERS, "gateway"}, 40)
+    now = clients(leshan)
+    assert all(now[ep]["registrationId"] != before[ep] for ep in (*METERS, "gateway")), (before, now)
     assert read(leshan, "lw-1", f"33001/{instance_of(leshan, 'lw-1', GROUP)}/3")["value"] in (
         "established",
         "negotiating",

@@ -49,7 +49,8 @@ def verifier(key) -> TokenVerifier:
 
 def _claims(**over) -> dict:
     now = int(time.time())
-    base = {"iss": "gridkey", "aud": "gridkey", "sub": "alice", "scope": "read", "iat": now, "exp": now + 60}
+    # built when the module is collected: valid long enough for a test scheduled late in a run
+    base = {"iss": "gridkey", "aud": "gridkey", "sub": "alice", "scope": "read", "iat": now, "exp": now + 3600}
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 

@@ -149,6 +149,12 @@ class Broker:
 
     # --- configuration --------------------------------------------------------------------------
 
+    def _tls_listener(self) -> list[str]:
+        """The client listener with a server certificate from the test PKI (both cloud profiles)."""
+        server_cert, server_key = self.pki.issue("broker", server=True)
+        return [f"listener {self.port} 127.0.0.1", f"cafile {self.pki.ca}", f"certfile {server_cert}",
+                f"keyfile {server_key}"]  # fmt: skip
+
     def write_config(self) -> None:
         lines = [
             "user root",
@@ -176,12 +182,8 @@ class Broker:
         if self.profile == "plain":
             lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "max_qos 1"]
         elif self.profile == "aws":
-            server_cert, server_key = self.pki.issue("broker", server=True)
             lines += [
-                f"listener {self.port} 127.0.0.1",
-                f"cafile {self.pki.ca}",
-                f"certfile {server_cert}",
-                f"keyfile {server_key}",
+                *self._tls_listener(),
                 "require_certificate true",
                 "use_identity_as_username true",
                 "allow_anonymous false",
@@ -194,12 +196,8 @@ class Broker:
                 "".join(f"pattern write {t}\n" for t in thing_topics) + "pattern read $aws/things/%u/shadow/#\n"
             )
         elif self.profile == "azure":
-            server_cert, server_key = self.pki.issue("broker", server=True)
             lines += [
-                f"listener {self.port} 127.0.0.1",
-                f"cafile {self.pki.ca}",
-                f"certfile {server_cert}",
-                f"keyfile {server_key}",
+                *self._tls_listener(),
                 "allow_anonymous false",
                 f"password_file {self.passwd}",
                 f"acl_file {self.acl}",
