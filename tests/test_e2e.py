@@ -14,8 +14,8 @@ import time
 import pytest
 
 from gridkey.crypto.identity import cert_to_pem
-from gridkey.protocol.errors import Rejected
-from gridkey.protocol.messages import Mode
+from gridkey.protocol.errors import DecodeError, Rejected
+from gridkey.protocol.messages import Commit, Mode, decode
 from gridkey.protocol.policy import MemberPolicy
 from helpers import FleetRunner, wait_for
 
@@ -160,6 +160,56 @@ def test_meters_refuse_a_mode_they_were_not_provisioned_for(sidecar):
         assert all(e == 0 and k is None for e, k in fleet.key_ids("down").values())
         status = fleet.status()
         assert all(any("mode_refused" in e for e in status[m]["errors"]) for m in fleet.ids), status
+
+        # the gateway's operators hear it too: each member's signed report, on the group and in events
+        def reported() -> dict[str, str]:
+            return {m["meter_id"]: m["refusal"]["detail"] for m in sidecar.group("down")["members"] if "refusal" in m}
+
+        wait_for("the gateway recorded every refusal", lambda: set(reported()) == set(fleet.ids), 20)
+        assert all(d.startswith("mode_refused: a attested Start") for d in reported().values()), reported()
+        audit = sidecar.api("GET", "/v1/audit?limit=1000")
+        refused = {e["actor"] for e in audit if e["action"] == "member.refused" and e["subject"] == "down"}
+        assert refused == {f"meter:{m}" for m in fleet.ids}, audit
+    finally:
+        fleet.stop()
+
+
+def test_data_that_overtakes_a_late_commit_is_read_once_the_key_arrives(sidecar):
+    """A meter whose Commit is late (a lossy link) already sees readings under the new key: it
+    keeps them and reads them when the Commit comes, instead of dropping them as an unknown key."""
+    fleet = FleetRunner(sidecar, ["lc-1", "lc-2", "lc-3"]).start()
+    try:
+        sidecar.api("POST", "/v1/groups", json={"group_id": "late", "members": fleet.ids})
+        fleet.wait_epoch("late", 1, fleet.ids)
+        slow = fleet.agent("lc-3")
+        feed, held = slow.feed, []
+
+        async def feed_but_the_commit(group_id: str, data: bytes) -> None:
+            try:
+                msg = decode(data).msg
+            except DecodeError:
+                msg = None
+            if isinstance(msg, Commit) and msg.epoch == 2:
+                held.append(data)  # "lost on the way", for now
+                return
+            await feed(group_id, data)
+
+        slow.feed = feed_but_the_commit
+        sidecar.api("POST", "/v1/groups/late/rekey", json={})
+        fleet.wait_epoch("late", 2, ["lc-1", "lc-2"])
+        wait_for("lc-3 saw epoch 2's Commit and held it back", lambda: held, 20)
+        assert fleet.key_ids("late", ["lc-3"])["lc-3"][0] == 1
+        before = fleet.status()["lc-3"]["readings_received"]
+        out = fleet.loop.run(fleet.agent("lc-1").send_reading("late", {"kWh": 7}))
+        view = slow.groups["late"]
+        wait_for("lc-3 fetched the reading", lambda: view.data_cursor >= out["id"], 20)
+        assert fleet.status()["lc-3"]["readings_received"] == before  # no key for it yet
+
+        fleet.loop.run(feed("late", held[0]))  # the Commit arrives after all
+        assert fleet.key_ids("late", ["lc-3"])["lc-3"][0] == 2
+        wait_for("lc-3 read the reading", lambda: fleet.status()["lc-3"]["readings_received"] == before + 1, 10)
+        got = [i for m, k, i in fleet.events if m == "lc-3" and k == "reading" and i["epoch"] == 2]
+        assert [(i["from"], i["value"]) for i in got] == [("lc-1", {"kWh": 7})]
     finally:
         fleet.stop()
 

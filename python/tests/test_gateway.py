@@ -22,6 +22,8 @@ from gridkey.protocol.groupdata import GroupChannel
 from gridkey.protocol.member import GroupMember, MemberIdentity
 from gridkey.protocol.requests import MeterRequest
 from gridkey.store import Store
+from gridkey.transports.lwm2m.model import GroupMembershipProvider
+from gridkey.transports.lwm2m.objects import GroupMembershipRes
 
 
 class Clock:
@@ -239,3 +241,80 @@ def test_restart_deadlines_double_up_to_the_cap():
     assert c.session_timeout(10**6) == 60_000
     low = GatewayConfig(session_timeout_ms=10_000, max_session_timeout_ms=1_000)
     assert [low.session_timeout(a) for a in range(3)] == [10_000, 10_000, 10_000]
+
+
+def _refusal(keys, mid: str, clock, **over) -> bytes:
+    fields = {"group_id": "g", "epoch": 2, "reason": "mode_refused", "detail": "an attested Start; e2e only"}
+    fields |= over
+    return MeterRequest("refusal", mid, clock(), **fields).sign(keys[mid][0])
+
+
+def test_a_member_s_signed_refusal_reaches_operators_until_it_commits_again(env):
+    gw, _, clock, meter, _members, pump, _, keys = env
+    for m in ("a", "b", "d"):
+        meter(m)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    seen = []
+    gw.hub.subscribe(seen.append)
+    out = gw.report_refusal("g", _refusal(keys, "a", clock))
+    assert out == {"group_id": "g", "meter_id": "a", "epoch": 2, "reason": "mode_refused"}
+    gw.report_refusal("g", _refusal(keys, "a", clock))  # a repeat is not news
+    assert [(e.kind, e.body["reason"], e.body["epoch"]) for e in seen] == [("member.refused", "mode_refused", 2)]
+    assert [e["action"] for e in gw.audit_entries()].count("member.refused") == 1
+    by_id = {m["meter_id"]: m for m in gw.get_group("g")["members"]}
+    assert by_id["a"]["refusal"]["detail"] == "mode_refused: an attested Start; e2e only"
+    assert "refusal" not in by_id["b"]
+    # LwM2M: the meter's endpoint says it refused (state failed); the gateway's names who refused
+    for meter_id, text in (("a", "refused: mode_refused: "), (None, "a refused: mode_refused: ")):
+        p = GroupMembershipProvider(gw, meter_id)
+        values = p.read(p.instances()[0])
+        assert values[GroupMembershipRes.LAST_ERROR].startswith(text)
+    assert GroupMembershipProvider(gw, "a").read(0)[GroupMembershipRes.STATE] == "failed"
+    assert GroupMembershipProvider(gw, "b").read(0)[GroupMembershipRes.STATE] == "established"
+    # an epoch a takes part in clears it
+    gw.request_rekey("g", actor="test")
+    pump()
+    assert gw.get_group("g")["epoch"] == 2
+    assert all("refusal" not in m for m in gw.get_group("g")["members"])
+    assert GroupMembershipProvider(gw, None).read(0)[GroupMembershipRes.LAST_ERROR] == ""
+    # hostile or broken reports are clear errors and change nothing
+    bad = [
+        (Invalid, _refusal(keys, "a", clock, reason="made_up")),
+        (Invalid, _refusal(keys, "a", clock, reason="stale")),  # a drop, not a refusal
+        (Invalid, _refusal(keys, "a", clock, detail="x" * 201)),
+        (Invalid, _refusal(keys, "a", clock, epoch=None)),
+        (Invalid, _refusal(keys, "a", clock, group_id="other")),
+        (Invalid, MeterRequest("rejoin", "a", clock(), group_id="g", reason="mode_refused").sign(keys["a"][0])),
+        (Forbidden, _refusal(keys, "d", clock)),  # not a member
+        (Forbidden, MeterRequest("refusal", "a", clock(), "g", epoch=2, reason="wrong_role").sign(keys["b"][0])),
+        (
+            Forbidden,
+            MeterRequest("refusal", "a", clock() - 600_000, "g", epoch=2, reason="wrong_role").sign(keys["a"][0]),
+        ),
+    ]
+    for exc, req in bad:
+        with pytest.raises(exc):
+            gw.report_refusal("g", req)
+    assert all("refusal" not in m for m in gw.get_group("g")["members"])
+
+
+def test_the_keyless_rekey_limit_holds_across_replicas(env, tmp_path):
+    """Two sidecars on one store (replicas): a keyless member asking each gets one rekey per interval."""
+    gw, dd, clock, meter, _members, pump, store, keys = env
+    for m in ("a", "b"):
+        meter(m)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    replica = Gateway(store, dd.trust(), GatewayConfig(session_timeout_ms=5000, join_window_ms=300), clock=clock)
+    rejoin = MeterRequest("rejoin", "a", clock(), group_id="g", epoch=0).sign(keys["a"][0])
+    assert "rekey" not in gw.rejoin_signed("g", rejoin)
+    clock.now += 301
+    gw.tick()
+    pump()
+    assert gw.get_group("g")["epoch"] == 2
+    again = MeterRequest("rejoin", "b", clock(), group_id="g", epoch=1).sign(keys["b"][0])
+    assert replica.rejoin_signed("g", again)["rekey"] == "later"
+    clock.now += gw.config.keyless_rekey_interval_ms
+    late = MeterRequest("rejoin", "b", clock(), group_id="g", epoch=1).sign(keys["b"][0])
+    assert "rekey" not in replica.rejoin_signed("g", late)

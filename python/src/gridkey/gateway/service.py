@@ -162,7 +162,6 @@ class Gateway:
         self.rng = rng
         self.hub = hub or EventHub()
         self._sessions: dict[bytes, tuple[int, CoordinatorSession]] = {}
-        self._keyless_rekey_at: dict[str, int] = {}  # group id -> when a keyless member last got a rekey
         self._keys: dict[str, tuple[str, VerifyKey]] = {}  # meter id -> (fingerprint, key)
         self._lock = threading.Lock()
         self._ticks = 0
@@ -518,7 +517,13 @@ class Gateway:
             if g is None:
                 raise NotFound(f"no group {group_id}")
             mem = conn.execute(
-                select(memberships.c.meter_id, memberships.c.status)
+                select(
+                    memberships.c.meter_id,
+                    memberships.c.status,
+                    memberships.c.refusal,
+                    memberships.c.refusal_epoch,
+                    memberships.c.refused_at,
+                )
                 .where(and_(memberships.c.group_id == group_id, memberships.c.status != "removed"))
                 .order_by(memberships.c.meter_id)
             ).all()
@@ -539,12 +544,19 @@ class Gateway:
             "roster_version": parse_statement(g.roster_statement)[1].version if g.roster_statement else None,
             "epoch": g.current_epoch,
             "key_id": g.current_key_id.hex() if g.current_key_id else None,
-            "members": [{"meter_id": m.meter_id, "status": m.status} for m in mem],
+            "members": [self._member_dict(m) for m in mem],
             "epoch_members": json.loads(last.members) if last else [],
             "last_rekey_at": g.last_rekey_at,
             "last_negotiation_ms": last.duration_ms if last else None,
             "session": self._session_dict(s) if s else None,
         }
+
+    @staticmethod
+    def _member_dict(m) -> dict:
+        out = {"meter_id": m.meter_id, "status": m.status}
+        if m.refusal is not None:  # what the member reported refusing, until it commits again
+            out["refusal"] = {"detail": m.refusal, "epoch": m.refusal_epoch, "at": m.refused_at}
+        return out
 
     @staticmethod
     def _session_dict(s) -> dict:
@@ -709,31 +721,33 @@ class Gateway:
             self._maybe_start(tx, group_id, now, force=True)
         return {**self.get_group(group_id), "request_id": rid, "target_epoch": target}
 
+    def _member_request(self, tx: _Tx, group_id: str, request: bytes, kind: str):
+        """A signed request from a current member of ``group_id``: (group row, request, membership)."""
+        s1, req = self._parse_request(request, kind)
+        if req.group_id != group_id:
+            raise Invalid("request is for another group")
+        g = self._group_row(tx, group_id)
+        m = tx.conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
+        if m is None:
+            raise NotFound(f"no meter {req.meter_id}")
+        if m.status != "active":
+            raise Forbidden(f"meter {req.meter_id} is revoked")
+        if not verify_request(s1, self._meter_key(m)):
+            raise Forbidden(f"{kind} request signature does not verify")
+        ms = tx.conn.execute(
+            select(memberships).where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id))
+        ).first()
+        if ms is None or ms.status == "removed":
+            raise Forbidden(f"{req.meter_id} is not a member of {group_id}")
+        return g, req, ms
+
     @retrying
     def rejoin_signed(self, group_id: str, request: bytes) -> dict:
         """A lagging member (excluded after a timeout) asks to be taken back."""
         _check_id(group_id, "group id")
-        s1, req = self._parse_request(request, "rejoin")
-        if req.group_id != group_id:
-            raise Invalid("request is for another group")
         now = self.clock()
         with self._tx() as tx:
-            self._group_row(tx, group_id)
-            m = tx.conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
-            if m is None:
-                raise NotFound(f"no meter {req.meter_id}")
-            if m.status != "active":
-                raise Forbidden(f"meter {req.meter_id} is revoked")
-            if not verify_request(s1, self._meter_key(m)):
-                raise Forbidden("rejoin request signature does not verify")
-            ms = tx.conn.execute(
-                select(memberships).where(
-                    and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id)
-                )
-            ).first()
-            if ms is None or ms.status == "removed":
-                raise Forbidden(f"{req.meter_id} is not a member of {group_id}")
-            keyless = False
+            g, req, ms = self._member_request(tx, group_id, request, "rejoin")
             if ms.status == "lagging":
                 tx.conn.execute(
                     update(memberships)
@@ -748,26 +762,51 @@ class Gateway:
                 self._change(tx, group_id, "rejoin", req.meter_id, now)
                 self._maybe_start(tx, group_id, now)
             elif (
-                req.epoch is not None
-                and req.epoch < self._group_row(tx, group_id).current_epoch
-                and self._live_session(tx.conn, group_id) is None
+                req.epoch is not None and req.epoch < g.current_epoch and self._live_session(tx.conn, group_id) is None
             ):
                 # in the current epoch's roster, and it says (signed) it holds an older key: it
-                # restarted, or its Commit never arrived. Rekey, at most once per interval per group.
-                with self._lock:
-                    last = self._keyless_rekey_at.get(group_id)
+                # restarted, or its Commit never arrived. Rekey, at most once per interval per group
+                # -- kept in the group's row, so replicas sharing the store share the limit.
+                last = g.keyless_rekey_at
                 if last is not None and now - last < self.config.keyless_rekey_interval_ms:
                     return {"group_id": group_id, "meter_id": req.meter_id, "status": "active", "rekey": "later"}
+                tx.conn.execute(update(groups).where(groups.c.group_id == group_id).values(keyless_rekey_at=now))
                 self._change(tx, group_id, "keyless", req.meter_id, now)
                 self._audit(tx, f"meter:{req.meter_id}", "member.keyless", group_id, epoch=req.epoch)
                 self._maybe_start(tx, group_id, now)
-                keyless = True
-            else:
-                keyless = False
-        if keyless:  # only once the transaction committed: a retried one must not count twice
-            with self._lock:
-                self._keyless_rekey_at[group_id] = now
         return {"group_id": group_id, "meter_id": req.meter_id, "status": "active"}
+
+    @retrying
+    def report_refusal(self, group_id: str, request: bytes) -> dict:
+        """A member says (signed) why it refused a Start: kept for operators, never acted on.
+
+        In end-to-end mode the member's own status is the word that counts (a gateway may drop
+        this); here it reaches the audit log, the ``member.refused`` event and LwM2M Last Error, so
+        a misconfigured group (e.g. attested for e2e-only meters) does not sit idle unexplained.
+        """
+        _check_id(group_id, "group id")
+        now = self.clock()
+        with self._tx() as tx:
+            _g, req, ms = self._member_request(tx, group_id, request, "refusal")
+            text = f"{req.reason}: {req.detail}" if req.detail else str(req.reason)
+            if (ms.refusal, ms.refusal_epoch) != (text, req.epoch):  # a repeat is not news
+                tx.conn.execute(
+                    update(memberships)
+                    .where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id))
+                    .values(refusal=text, refusal_epoch=req.epoch, refused_at=now)
+                )
+                self._audit(tx, f"meter:{req.meter_id}", "member.refused", group_id, epoch=req.epoch, reason=req.reason)
+                self._emit(
+                    tx,
+                    "member.refused",
+                    group_id=group_id,
+                    meter_id=req.meter_id,
+                    epoch=req.epoch,
+                    reason=req.reason,
+                    detail=req.detail or "",
+                )
+                self._count("refusals_reported")
+        return {"group_id": group_id, "meter_id": req.meter_id, "epoch": req.epoch, "reason": req.reason}
 
     def _in_live_or_current(self, conn: Connection, group_id: str, meter_id: str) -> bool:
         s = conn.execute(
@@ -1068,6 +1107,17 @@ class Gateway:
             update(groups)
             .where(groups.c.group_id == row.group_id)
             .values(current_epoch=ev.epoch, current_key_id=ev.key_id, last_rekey_at=now)
+        )
+        tx.conn.execute(  # a member that took part in a committed epoch no longer refuses
+            update(memberships)
+            .where(
+                and_(
+                    memberships.c.group_id == row.group_id,
+                    memberships.c.meter_id.in_(list(ev.members)),
+                    memberships.c.refusal.is_not(None),
+                )
+            )
+            .values(refusal=None, refusal_epoch=None, refused_at=None)
         )
         checkpoint("epoch-commit")
         self._audit(

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +38,12 @@ from ..protocol.groupdata import DATA_PAGE, ContentType, GroupChannel, parse_dat
 from ..protocol.member import DEFAULT_POLICY, GroupMember, MemberIdentity
 from ..protocol.messages import Start, decode
 from ..protocol.policy import MemberPolicy
-from ..protocol.requests import MeterRequest
+from ..protocol.requests import MAX_DETAIL, MeterRequest
 from .links import Link, LinkError
 
 log = logging.getLogger(__name__)
 
+HELD_DATA = 64  # group data messages kept per group for a key not yet established (a late Commit)
 REFUSAL_HOLD_S = 60.0  # no rejoin for this long after refusing a group's Start (see _rejoin)
 STOP_TIMEOUT_S = 5.0  # closing the link must not hold up a shutdown (aiocoap may wait on exchanges)
 
@@ -90,6 +91,9 @@ class GroupView:
     data_wanted: asyncio.Event = field(default_factory=asyncio.Event)  # new group data to fetch
     refused_at: float = -1e9  # monotonic time we last refused one of this group's Starts
     last_refusal: tuple | None = None  # (reason, detail) last reported, so it is said once
+    # group data under a key id we do not hold yet (its Commit may still be on the way): opened
+    # when that key is established; the oldest go first when more arrive
+    held: deque[tuple[bytes, bytes]] = field(default_factory=lambda: deque(maxlen=HELD_DATA))
 
 
 @dataclass
@@ -177,6 +181,7 @@ class MeterAgent:
         if self._stopping:
             coro.close()
             return
+        self._tasks = [t for t in self._tasks if not t.done()]  # one-shot tasks (reports) come and go
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     def _verify(self, der: bytes):
@@ -430,6 +435,24 @@ class MeterAgent:
         self.stats.errors.append(f"start refused for {group_id}: {ev.reason.value}: {ev.detail}")
         log.warning("%s: refused a Start for %s: %s (%s)", self.meter_id, group_id, ev.reason.value, ev.detail)
         self.on_event("start_refused", {"group_id": group_id, "reason": ev.reason.value, "detail": ev.detail})
+        self._spawn(self._report_refusal(group_id, ev), f"refusal-{group_id}")
+
+    async def _report_refusal(self, group_id: str, ev: Refused) -> None:
+        """Tell the gateway (signed) so its operators see it too; best effort -- in end-to-end mode
+        the gateway may drop it, and this member's own status stays the record that counts."""
+        req = MeterRequest(
+            "refusal",
+            self.meter_id,
+            self.clock(),
+            group_id=group_id,
+            epoch=ev.epoch,
+            reason=ev.reason.value,
+            detail=ev.detail[:MAX_DETAIL],
+        ).sign(self.key)
+        try:
+            await self.link.report_refusal(group_id, req)
+        except LinkError as exc:
+            self.stats.errors.append(f"refusal report {group_id}: {exc}")
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:
         """The group's suite is only known from its Start; rebuild the member once we see it."""
@@ -501,7 +524,13 @@ class MeterAgent:
             view.channels.pop(next(iter(view.channels)))
         info = {"group_id": group_id, "epoch": keys.epoch, "key_id": keys.key_id.hex(), "at": self.clock()}
         view.epochs.append(info)
+        view.last_refusal = None  # a later refusal, even for the same reason, is news again
         self.on_event("epoch", info)
+        waiting = [d for k, d in view.held if k == keys.key_id]
+        if waiting:  # data that overtook our Commit
+            view.held = deque(((k, d) for k, d in view.held if k != keys.key_id), maxlen=HELD_DATA)
+            for data in waiting:
+                self._open(group_id, view, data)
 
     async def _data_loop(self, view: GroupView) -> None:
         """Fetch the group's data whenever a notification (or the resync) says there is some; pages
@@ -538,7 +567,9 @@ class MeterAgent:
             return
         channel = view.channels.get(key_id)
         if channel is None:
-            self.stats.drops["data_unknown_key"] += 1
+            if len(view.held) == view.held.maxlen:
+                self.stats.drops["data_unknown_key"] += 1  # the oldest held one is let go
+            view.held.append((key_id, data))
             return
         roster = channel.keys.roster
         if sender < len(roster) and roster[sender].member_id == self.meter_id:

@@ -78,6 +78,7 @@ class Link(Protocol):
     async def session_kind(self, group_id: str, kind: str) -> bytes: ...
     async def post_round(self, group_id: str, data: bytes) -> bool: ...
     async def rejoin(self, group_id: str, request: bytes) -> None: ...
+    async def report_refusal(self, group_id: str, request: bytes) -> None: ...
     async def post_data(self, group_id: str, data: bytes) -> dict: ...
     async def data_since(self, group_id: str, after: int) -> list[tuple[int, str, bytes]]: ...
     def inbox(self, meter_id: str, group_id: str) -> AsyncIterator[tuple[int, list | None]]: ...
@@ -268,6 +269,9 @@ class CoapLink:
     async def rejoin(self, group_id: str, request: bytes) -> None:
         await self._req(Code.POST, f"groups/{group_id}/rejoin", request)
 
+    async def report_refusal(self, group_id: str, request: bytes) -> None:
+        await self._req(Code.POST, f"groups/{group_id}/refusal", request)
+
     async def post_data(self, group_id: str, data: bytes) -> dict:
         return _loads((await self._req(Code.POST, f"groups/{group_id}/data", data)).payload)
 
@@ -390,6 +394,9 @@ class HttpLink:
 
     async def rejoin(self, group_id: str, request: bytes) -> None:
         await self._req("POST", f"groups/{group_id}/rejoin", request)
+
+    async def report_refusal(self, group_id: str, request: bytes) -> None:
+        await self._req("POST", f"groups/{group_id}/refusal", request)
 
     async def post_data(self, group_id: str, data: bytes) -> dict:
         return (await self._req("POST", f"groups/{group_id}/data", data)).json()

@@ -40,6 +40,19 @@ class DropReason(StrEnum):
     ROSTER_UNAUTHORIZED = "roster_unauthorized"  # strict profile: no newest operator-signed roster covers it
 
 
+# The reasons a member refuses a whole Start for (Refused events, signed refusal reports).
+REFUSAL_REASONS = frozenset(
+    {
+        DropReason.MODE_REFUSED,
+        DropReason.WRONG_ROLE,
+        DropReason.REVOKED_PEER,
+        DropReason.NO_FRESH_CRL,
+        DropReason.KEY_MISMATCH,
+        DropReason.ROSTER_UNAUTHORIZED,
+    }
+)
+
+
 class AbortReason(StrEnum):
     """Why a session ended without a committed epoch."""
 

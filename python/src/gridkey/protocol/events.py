@@ -57,6 +57,8 @@ class Refused(Dropped):
     A Dropped (counted the same way) that adapters also report: status, LwM2M Last Error, log.
     """
 
+    epoch: int = 0  # the refused Start's epoch, so a report names the negotiation it refers to
+
 
 @dataclass(frozen=True)
 class KeysNeeded(Event):

@@ -392,9 +392,9 @@ class GroupMember:
         self.counters[reason.value] += 1
         return [Dropped(reason, detail)]
 
-    def _refuse(self, reason: DropReason, detail: str, *before: Event) -> list[Event]:
+    def _refuse(self, start: Start, reason: DropReason, detail: str, *before: Event) -> list[Event]:
         self.counters[reason.value] += 1
-        self.last_refusal = Refused(reason, detail)
+        self.last_refusal = Refused(reason, detail, epoch=start.epoch)
         return [*before, self.last_refusal]
 
     def _judge_roster(self, start: Start, now: int) -> list[Event]:
@@ -412,17 +412,17 @@ class GroupMember:
             if e.kid == self.me.kid:
                 continue
             if e.kid in d.revoked_kids:
-                return self._refuse(DropReason.REVOKED_PEER, f"{d.revoked_kids[e.kid]} is revoked")
+                return self._refuse(start, DropReason.REVOKED_PEER, f"{d.revoked_kids[e.kid]} is revoked")
             peer = d.get(e.kid)
             if peer is None:
                 need.append(e.kid)
             elif peer.member_id != e.member_id:
-                return self._refuse(DropReason.KEY_MISMATCH, f"{e.member_id} listed with {peer.member_id}'s key")
+                return self._refuse(start, DropReason.KEY_MISMATCH, f"{e.member_id} listed with {peer.member_id}'s key")
             elif peer.role not in MEMBER_ROLES:
-                return self._refuse(DropReason.WRONG_ROLE, f"{e.member_id} is a {peer.role}, not a member role")
+                return self._refuse(start, DropReason.WRONG_ROLE, f"{e.member_id} is a {peer.role}, not a member role")
         if not crl_ok:
             why = "no CRL" if rev is None else "the newest CRL is expired or too old"
-            return self._refuse(DropReason.NO_FRESH_CRL, why, KeysNeeded(tuple(need), crl=True))
+            return self._refuse(start, DropReason.NO_FRESH_CRL, why, KeysNeeded(tuple(need), crl=True))
         if need:
             self.counters[DropReason.UNKNOWN_KEY.value] += 1
             return [KeysNeeded(tuple(need)), Dropped(DropReason.UNKNOWN_KEY, f"{len(need)} peer keys")]
@@ -433,27 +433,32 @@ class GroupMember:
     def _judge_statement(self, start: Start) -> list[Event]:
         """Strict roster profile: the Start's roster must come from the newest operator statement."""
         if not start.roster_statement:
-            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, "the Start carries no operator-signed roster")
+            return self._refuse(start, DropReason.ROSTER_UNAUTHORIZED, "the Start carries no operator-signed roster")
         try:
             st = verify_statement(start.roster_statement, self.policy.roster_authorities)
         except DecodeError as exc:
-            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, f"roster statement: {exc}")
+            return self._refuse(start, DropReason.ROSTER_UNAUTHORIZED, f"roster statement: {exc}")
         if st.group_id != start.group_id:
-            return self._refuse(DropReason.ROSTER_UNAUTHORIZED, f"the roster statement is for group {st.group_id}")
+            return self._refuse(
+                start, DropReason.ROSTER_UNAUTHORIZED, f"the roster statement is for group {st.group_id}"
+            )
         if st.version < self.roster_version:
             return self._refuse(
-                DropReason.ROSTER_UNAUTHORIZED, f"roster v{st.version} is older than v{self.roster_version}, accepted"
+                start,
+                DropReason.ROSTER_UNAUTHORIZED,
+                f"roster v{st.version} is older than v{self.roster_version}, accepted",
             )
         listed = set(st.members)
         extra = [e.member_id for e in start.roster if e not in listed]
         if extra:
             return self._refuse(
-                DropReason.ROSTER_UNAUTHORIZED, f"{extra[0]} is not in the operator's roster v{st.version}"
+                start, DropReason.ROSTER_UNAUTHORIZED, f"{extra[0]} is not in the operator's roster v{st.version}"
             )
         left_out = {e.member_id for e in st.members} - {e.member_id for e in start.roster}
         unexcused = sorted(left_out - self._excused.get(start.epoch, set()))
         if unexcused:
             return self._refuse(
+                start,
                 DropReason.ROSTER_UNAUTHORIZED,
                 f"{unexcused[0]} of roster v{st.version} left out without a timeout in epoch {start.epoch}",
             )
@@ -537,7 +542,9 @@ class GroupMember:
         if start.mode not in self.policy.modes:
             accepted = ", ".join(sorted(m.name.lower() for m in self.policy.modes))
             return self._refuse(
-                DropReason.MODE_REFUSED, f"a {start.mode.name.lower()} Start; this member accepts {accepted} only"
+                start,
+                DropReason.MODE_REFUSED,
+                f"a {start.mode.name.lower()} Start; this member accepts {accepted} only",
             )
         if start.mode == Mode.E2E:
             judged = self._judge_roster(start, now)

@@ -54,6 +54,7 @@ groups = Table(
     Column("current_key_id", LargeBinary(8)),
     Column("last_rekey_at", BigInteger),
     Column("roster_statement", LargeBinary),  # strict roster profile: the operator's newest statement
+    Column("keyless_rekey_at", BigInteger),  # when a keyless member last got a rekey (rate limit)
 )
 
 memberships = Table(
@@ -64,6 +65,11 @@ memberships = Table(
     Column("status", String(16), nullable=False),  # active | lagging | removed
     Column("added_at", BigInteger, nullable=False),
     Column("removed_at", BigInteger),
+    # the newest Start this member refused, as it reported it (signed): "reason: detail"; cleared
+    # when an epoch it took part in commits
+    Column("refusal", String(280)),
+    Column("refusal_epoch", BigInteger),
+    Column("refused_at", BigInteger),
 )
 
 # Membership changes waiting for the next session (joins are batched for a short window).

@@ -13,6 +13,7 @@ Resources (all under ``/gk``; ``/.well-known/core`` lists them, RFC 6690)::
     GET  /gk/groups/{g}/session/{kind}        one of them (start, bundle1, bundle2, commit, abort)
     POST /gk/groups/{g}/rounds                a member's Round1/Round2/Confirm -> 2.04
     POST /gk/groups/{g}/rejoin                signed rejoin request -> 2.04
+    POST /gk/groups/{g}/refusal               signed report of a refused Start -> 2.04
     POST /gk/groups/{g}/data                  a group data message -> 2.01 {id}
     GET  /gk/groups/{g}/data?after=N          [[id, sender, message], ...]
 
@@ -235,6 +236,9 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             case ["groups", gid, "rejoin"], Code.POST:
                 await self.s.call(gw.rejoin_signed, gid, req.payload)
                 return aiocoap.Message(code=Code.CHANGED)
+            case ["groups", gid, "refusal"], Code.POST:
+                await self.s.call(gw.report_refusal, gid, req.payload)
+                return aiocoap.Message(code=Code.CHANGED)
             case ["groups", gid, "data"], Code.POST:
                 out = await self.s.call(gw.post_data, gid, req.payload)
                 return _cbor(out, Code.CREATED)
@@ -262,6 +266,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             ["groups", "*", "session", "*"],
             ["groups", "*", "rounds"],
             ["groups", "*", "rejoin"],
+            ["groups", "*", "refusal"],
             ["groups", "*", "data"],
         ]
         return any(len(s) == len(p) and all(a in ("*", b) for a, b in zip(s, p, strict=True)) for s in shapes)
@@ -277,6 +282,7 @@ class GkResource(resource.ObservableResource, resource.PathCapable):
             ("/groups/{g}/session", {"rt": "gridkey.session", "ct": "60"}),
             ("/groups/{g}/rounds", {"rt": "gridkey.rounds", "ct": "18"}),
             ("/groups/{g}/rejoin", {"rt": "gridkey.rejoin", "ct": "18"}),
+            ("/groups/{g}/refusal", {"rt": "gridkey.refusal", "ct": "18"}),
             ("/groups/{g}/data", {"rt": "gridkey.data", "ct": "16"}),
         ]
         return resource.LinkFormat([resource.Link(href, **attrs) for href, attrs in links])

@@ -31,6 +31,7 @@ from ...gateway import Gateway, GatewayError
 from .objects import (
     DEVICE,
     GROUP_MEMBERSHIP,
+    LAST_ERROR_MAX_BYTES,
     METER_CREDENTIAL,
     POWER_MEASUREMENT,
     DeviceRes,
@@ -159,12 +160,13 @@ class GroupMembershipProvider(Provider):
                 if self.meter_id in e["members"]:
                     epoch, key_id = e["epoch"], e["key_id"]
                     break
-        status = next((m["status"] for m in g["members"] if m["meter_id"] == self.meter_id), None)
+        me = next((m for m in g["members"] if m["meter_id"] == self.meter_id), {})
+        status, refusal = me.get("status"), me.get("refusal")
         if session.get("state") in ("round1", "round2", "confirm") and (
             self.meter_id is None or self.meter_id in session.get("members", [])
         ):
             state = MembershipState.NEGOTIATING
-        elif status == "lagging" or (session.get("result") or "").startswith("aborted"):
+        elif status == "lagging" or refusal or (session.get("result") or "").startswith("aborted"):
             state = MembershipState.FAILED
         elif epoch:
             state = MembershipState.ESTABLISHED
@@ -180,7 +182,7 @@ class GroupMembershipProvider(Provider):
             GroupMembershipRes.SUITE: g["suite"],
             GroupMembershipRes.LAST_REKEY_TIME: (g["last_rekey_at"] or 0) // 1000,
             GroupMembershipRes.LAST_NEGOTIATION_DURATION: g["last_negotiation_ms"] or 0,
-            GroupMembershipRes.LAST_ERROR: result.split(":", 1)[1] if result.startswith("aborted") else "",
+            GroupMembershipRes.LAST_ERROR: _last_error(result, refusal, g["members"] if self.meter_id is None else []),
             GroupMembershipRes.REKEY_INTERVAL: g["rekey_interval_s"],
         }
 
@@ -214,6 +216,19 @@ class GroupMembershipProvider(Provider):
     def delete(self, iid: int, actor: str) -> None:
         """Delete = leave (like executing Leave)."""
         self.execute(iid, GroupMembershipRes.LEAVE, b"", actor)
+
+
+def _last_error(result: str, refusal: dict | None, members: list[dict]) -> str:
+    """Last Error: why the last negotiation aborted, else why a member refused the Start (a meter's
+    own refusal on its endpoint; the first refusing member's on the gateway's)."""
+    if result.startswith("aborted"):
+        text = result.split(":", 1)[1]
+    elif refusal:
+        text = f"refused: {refusal['detail']}"
+    else:
+        refusing = next((m for m in members if m.get("refusal")), None)
+        text = f"{refusing['meter_id']} refused: {refusing['refusal']['detail']}" if refusing else ""
+    return text.encode()[:LAST_ERROR_MAX_BYTES].decode(errors="ignore")
 
 
 class MeterCredentialProvider(Provider):

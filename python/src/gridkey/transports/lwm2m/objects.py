@@ -133,6 +133,7 @@ class MembershipState(StrEnum):
 
 
 _G = GroupMembershipRes
+LAST_ERROR_MAX_BYTES = 255  # a string resource, so a long abort or refusal text is cut (UTF-8 safe)
 GROUP_MEMBERSHIP = ObjectDef(
     id=GROUP_MEMBERSHIP_ID,
     name="GridKey Group Membership",
@@ -152,7 +153,7 @@ GROUP_MEMBERSHIP = ObjectDef(
         ResourceDef(
             _G.LAST_NEGOTIATION_DURATION, "Last Negotiation Duration", _R, _INT, range="0..2147483647", units="ms"
         ),
-        ResourceDef(_G.LAST_ERROR, "Last Error", _R, _STR, range="0..255 bytes"),
+        ResourceDef(_G.LAST_ERROR, "Last Error", _R, _STR, range=f"0..{LAST_ERROR_MAX_BYTES} bytes"),
         ResourceDef(_G.REKEY_INTERVAL, "Rekey Interval", _RW, _INT, range="0..31622400", units="s"),
         ResourceDef(_G.REKEY, "Rekey", _E, _EXEC, mandatory=True),
         ResourceDef(_G.LEAVE, "Leave", _E, _EXEC, mandatory=True),

@@ -568,6 +568,10 @@ def create_app(
     def rejoin(group_id: str) -> Response:
         return json_response(gateway.rejoin_signed(group_id, raw_body()))
 
+    @app.post("/v1/groups/<group_id>/refusal")
+    def refusal(group_id: str) -> Response:
+        return json_response(gateway.report_refusal(group_id, raw_body()))
+
     @app.get("/v1/groups/<group_id>/session")
     def session_messages(group_id: str) -> Response:
         return cbor_response(gateway.session_messages(group_id))

@@ -87,6 +87,12 @@ SCHEMAS: dict[str, Any] = {
             "meter_id": _ID,
             "group_id": _ID,
             "status": {"type": "string", "enum": ["active", "lagging", "removed"]},
+            "refusal": {
+                "type": "object",
+                "description": "the newest Start this member reported refusing (signed), until it commits again",
+                "required": ["detail", "epoch", "at"],
+                "properties": {"detail": {"type": "string"}, "epoch": {"type": "integer"}, "at": _MS},
+            },
         },
     },
     "Session": {
@@ -289,6 +295,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["group_id", "meter_id", "status"],
         "properties": {"group_id": _ID, "meter_id": _ID, "status": {"type": "string"}},
+    },
+    "RefusalResult": {
+        "type": "object",
+        "required": ["group_id", "meter_id", "epoch", "reason"],
+        "properties": {"group_id": _ID, "meter_id": _ID, "epoch": {"type": "integer"}, "reason": {"type": "string"}},
     },
     "DataPosted": {
         "type": "object",
@@ -770,6 +781,17 @@ PATHS: dict[str, Any] = {
             "A lagging member's signed rejoin request",
             "meter",
             {"200": _json(_ref("RejoinResult"), "taken back")},
+            params=(P_GROUP,),
+            body=_RAW_BODY,
+            errors=("NotFound", "Forbidden"),
+        ),
+    },
+    "/v1/groups/{group_id}/refusal": {
+        "post": _op(
+            "reportRefusal",
+            "A member's signed report of a Start it refused (mode, roster, revocation); kept, never acted on",
+            "meter",
+            {"200": _json(_ref("RefusalResult"), "recorded")},
             params=(P_GROUP,),
             body=_RAW_BODY,
             errors=("NotFound", "Forbidden"),
