@@ -10,6 +10,7 @@ const KEY_EVENT_KINDS = Object.freeze([
     "epoch.committed",
     "member.added",
     "member.removed",
+    "member.refused",
     "member.skipped",
     "meter.enrolled",
     "meter.revoked",
@@ -31,6 +32,7 @@ const GROUP_OPERATIONS = Object.freeze([
     "add-members",
     "remove-member",
     "set-interval",
+    "set-roster",
     "epochs",
 ]);
 

@@ -1,6 +1,7 @@
 /**
  * gridkey group: create, get and list groups, add and remove members, set the periodic rekey
- * interval and list committed epochs. Every membership change makes the sidecar start a new
+ * interval, carry an operator-signed roster statement (strict roster profile) and list committed
+ * epochs. Every membership change makes the sidecar start a new
  * epoch (fresh keys without the leaver, or with the newcomer); this node answers at once with the
  * group as the sidecar sees it. Use gridkey rekey or gridkey key events to wait for the epoch.
  */
@@ -14,6 +15,19 @@ module.exports = function (RED) {
     const { sidecarOf, fail } = require("../lib/status");
 
     const CREATE_FIELDS = ["members", "suite", "mode", "rekey_interval_s"];
+    const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
+
+    /** The statement as base64: a Buffer (e.g. a file node's output) or a base64 string, as signed. */
+    function statementOf(msg, p) {
+        const s = Buffer.isBuffer(msg.payload) ? msg.payload : typeof msg.payload === "string" ? msg.payload : p.statement;
+        if (Buffer.isBuffer(s) && s.length > 0) {
+            return s.toString("base64");
+        }
+        if (typeof s === "string" && s.length % 4 === 0 && BASE64_RE.test(s)) {
+            return s;
+        }
+        throw new Error(RED._("gridkey-group.errors.statement"));
+    }
 
     function GridKeyGroupNode(config) {
         RED.nodes.createNode(this, config);
@@ -71,6 +85,8 @@ module.exports = function (RED) {
                     }
                     return { op, group, method: "PATCH", path: base, opts: { body: { rekey_interval_s: s } } };
                 }
+                case "set-roster":
+                    return { op, group, method: "PUT", path: `${base}/roster`, opts: { body: { statement: statementOf(msg, p) } } };
                 default: // epochs
                     return { op, group, method: "GET", path: `${base}/epochs`, opts: { query: { limit: p.limit } } };
             }

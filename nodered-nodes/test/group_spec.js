@@ -66,4 +66,30 @@ describe("gridkey group", function () {
         assert.match((await flow.caught.next(5)).error.message, /gridkey-group.errors.group/);
         assert.equal(flow.wire("out").got.length, 0);
     });
+
+    it("carries an operator-signed roster statement through, and sends a stale or malformed one to Catch", async function () {
+        const flow = await mount(ctx.world, [groupNode({ operation: "set-roster", group: "roster-g" })]);
+        const g = flow.node("g");
+        const out = flow.wire("out");
+        const [a, b, c] = ctx.world.ids;
+        await ctx.world.api("POST", "/v1/groups", { group_id: "roster-g", members: [a, b, c] });
+        await ctx.world.waitEpoch("roster-g", 1, [a, b, c]);
+
+        const statement = await ctx.world.signRoster("roster-g", 1, [a, b]);
+        g.receive({ payload: Buffer.from(statement, "base64") }); // as a file node reads it
+        const got = (await out.next(1)).payload;
+        assert.equal(got.roster_version, 1);
+        assert.deepEqual(got.members.filter((m) => m.status === "active").map((m) => m.meter_id), [a, b]);
+        await ctx.world.waitEpoch("roster-g", 2, [a, b]);
+
+        g.receive({ payload: statement }); // the same version again, as base64: not newer
+        const stale = await flow.caught.next(1);
+        assert.equal(stale.statusCode, 409, stale.error.message);
+        g.receive({ payload: { statement: "not base64!" } });
+        assert.match((await flow.caught.next(2)).error.message, /gridkey-group.errors.statement/);
+        g.receive({ payload: Buffer.from("not a statement") });
+        assert.equal((await flow.caught.next(3)).statusCode, 400);
+        assert.equal(out.got.length, 1);
+        assert.equal((await ctx.world.api("GET", "/v1/groups/roster-g")).roster_version, 1);
+    });
 });

@@ -235,6 +235,26 @@ class World {
         return fs.readFileSync(path.join(out, "cert.pem"), "utf8");
     }
 
+    /** Strict roster profile: a statement (base64) an operator identity from the local CA signs for
+     * `members` of `groupId`, with their certificates as the sidecar lists them (`gridkey roster sign`). */
+    async signRoster(groupId, version, members) {
+        const dir = path.join(this.dir, "roster", `${groupId}-${version}`);
+        fs.mkdirSync(dir, { recursive: true });
+        const op = path.join(this.dir, "issued", "head-end");
+        if (!fs.existsSync(path.join(op, "key.pem"))) {
+            this.issueCert("head-end", "operator");
+        }
+        const certs = await this.api("GET", `/v1/groups/${groupId}/certs`);
+        const args = ["-m", "gridkey.cli", "roster", "sign", "--key", path.join(op, "key.pem"), "--group", groupId];
+        args.push("--version", String(version));
+        for (const id of members) {
+            const file = path.join(dir, `${id}.pem`);
+            fs.writeFileSync(file, certs.find((c) => c.meter_id === id).cert_pem);
+            args.push("--cert", file);
+        }
+        return JSON.parse(execFileSync(PYTHON, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })).statement;
+    }
+
     api(method, p, body) {
         return this.client.request(method, p, body === undefined ? {} : { body });
     }

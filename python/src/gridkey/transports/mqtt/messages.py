@@ -33,6 +33,7 @@ EVENT_FIELDS = {  # per kind, the fields that go out (public metadata only, name
     "meter.enrolled": ("meter_id", "role", "kid"),
     "member.added": ("group_id", "members"),
     "member.removed": ("group_id", "meter_id", "reason"),
+    "member.refused": ("group_id", "meter_id", "epoch", "reason", "detail"),
     "session.aborted": ("group_id", "epoch", "reason", "excluded"),
     "session.failed": ("group_id", "epoch", "reason"),
     "group.created": ("group_id", "members", "suite", "mode"),
