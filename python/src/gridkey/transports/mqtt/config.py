@@ -34,7 +34,9 @@ MQTT_VERSIONS = ("3.1.1", "5")
 # Gateway events a bridge forwards by default: the key lifecycle, never protocol internals.
 DEFAULT_EVENTS = ("epoch.committed", "meter.revoked", "member.removed", "member.added", "session.aborted")
 # every kind a bridge can forward (messages.EVENT_FIELDS names their fields)
-EVENT_KINDS = frozenset({*DEFAULT_EVENTS, "meter.enrolled", "session.failed", "group.created", "rekey.requested"})
+EVENT_KINDS = frozenset(
+    {*DEFAULT_EVENTS, "meter.enrolled", "session.failed", "group.created", "rekey.requested", "member.refused"}
+)
 AZURE_API_VERSION = "2021-04-12"
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 THING_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
