@@ -302,9 +302,7 @@ def dump(obj: Any) -> str:
 
 
 # Known tracebacks, each documented by a test or an open issue: (final exception line, where it is raised).
-KNOWN_TRACEBACKS = [
-    ("UnicodeDecodeError", "aiocoap/optiontypes.py"),  # test_coap_bad_input: test_invalid_utf8_uri_path_is_rejected
-]
+KNOWN_TRACEBACKS: list[tuple[str, str]] = []  # none: aiocoap's UnicodeDecodeError is handled (aiocoap_workarounds)
 # aiocoap 0.4.17's pipe, reached from GkResource.render_to_pipe when an exchange has ended (a meter
 # gone mid-observation, a hostile network): the open issue "Tests that can fail, and a fleet that
 # survives the field", item 2, tracks it. Only tests where meters vanish on purpose tolerate it.

@@ -166,7 +166,7 @@ def test_meters_refuse_a_mode_they_were_not_provisioned_for(sidecar):
             return {m["meter_id"]: m["refusal"]["detail"] for m in sidecar.group("down")["members"] if "refusal" in m}
 
         wait_for("the gateway recorded every refusal", lambda: set(reported()) == set(fleet.ids), 20)
-        assert all(d.startswith("mode_refused: a attested Start") for d in reported().values()), reported()
+        assert all(d.startswith("mode_refused: an attested Start") for d in reported().values()), reported()
         audit = sidecar.api("GET", "/v1/audit?limit=1000")
         refused = {e["actor"] for e in audit if e["action"] == "member.refused" and e["subject"] == "down"}
         assert refused == {f"meter:{m}" for m in fleet.ids}, audit

@@ -73,8 +73,11 @@ def test_members_refuse_what_a_taken_over_gateway_puts_in_the_roster(tmp_path):
         still_on_k2()
 
         # the members said so to the gateway as well (signed refusal reports, kept on the membership)
-        members = {m["meter_id"]: m for m in sc.group(GROUP)["members"]}
-        assert all("refusal" in members[m] for m in honest), members
+        def reported() -> dict[str, str]:
+            return {m["meter_id"]: m["refusal"]["detail"] for m in sc.group(GROUP)["members"] if "refusal" in m}
+
+        wait_for("both refusals reported to the gateway", lambda: set(honest) <= set(reported()), 20)
+        assert all(reported()[m].startswith("wrong_role: ") and gw_id in reported()[m] for m in honest), reported()
     finally:
         fleet.stop()
         sc.stop()

@@ -126,6 +126,7 @@ class UdpProxy:
         seed: int = 0,
         inject_paths: Sequence[Sequence[str]] = (),
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.upstream = upstream
         self.faults = {C2S: c2s, S2C: s2c}
@@ -133,7 +134,7 @@ class UdpProxy:
         self.inject_paths = [tuple(p) for p in inject_paths]
         self.host = host
         self.counters: Counter[str] = Counter()
-        self.port = 0
+        self.port = port  # 0: any free port (see start)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listen: socket.socket | None = None
@@ -150,7 +151,7 @@ class UdpProxy:
     def start(self) -> UdpProxy:
         """Bind the listening socket (``.port``) and run the proxy's loop in a daemon thread."""
         self._listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._listen.bind((self.host, 0))
+        self._listen.bind((self.host, self.port))
         self._listen.setblocking(False)
         self.port = self._listen.getsockname()[1]
         self._loop = asyncio.new_event_loop()

@@ -17,14 +17,32 @@ module.exports = function (RED) {
     const CREATE_FIELDS = ["members", "suite", "mode", "rekey_interval_s"];
     const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
 
-    /** The statement as base64: a Buffer (e.g. a file node's output) or a base64 string, as signed. */
+    /**
+     * The statement as base64, from what a flow has at hand: the JSON `gridkey roster sign` prints
+     * (a string, or a Buffer from a file node), `{statement}`, the bare base64, or the raw COSE bytes.
+     */
     function statementOf(msg, p) {
-        const s = Buffer.isBuffer(msg.payload) ? msg.payload : typeof msg.payload === "string" ? msg.payload : p.statement;
-        if (Buffer.isBuffer(s) && s.length > 0) {
-            return s.toString("base64");
+        let s = msg.payload;
+        if (Buffer.isBuffer(s) && s.length > 0 && s[0] !== 0x7b) {
+            return s.toString("base64"); // raw COSE_Sign1 bytes (a CBOR tag, never "{")
         }
-        if (typeof s === "string" && s.length % 4 === 0 && BASE64_RE.test(s)) {
-            return s;
+        if (Buffer.isBuffer(s)) {
+            s = s.toString("utf8");
+        }
+        if (typeof s === "string" && s.trim().startsWith("{")) {
+            try {
+                s = JSON.parse(s);
+            } catch (_) {
+                throw new Error(RED._("gridkey-group.errors.statement"));
+            }
+        }
+        if (s && typeof s === "object" && !Array.isArray(s)) {
+            s = s.statement;
+        } else if (s === undefined) {
+            s = p.statement;
+        }
+        if (typeof s === "string" && s.trim().length % 4 === 0 && BASE64_RE.test(s.trim())) {
+            return s.trim();
         }
         throw new Error(RED._("gridkey-group.errors.statement"));
     }

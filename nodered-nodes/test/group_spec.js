@@ -82,13 +82,16 @@ describe("gridkey group", function () {
         assert.deepEqual(got.members.filter((m) => m.status === "active").map((m) => m.meter_id), [a, b]);
         await ctx.world.waitEpoch("roster-g", 2, [a, b]);
 
+        g.receive({ payload: Buffer.from(`${JSON.stringify({ statement })}\n`) }); // the CLI's output, read by a file node: not newer
+        const again = await flow.caught.next(1);
+        assert.equal(again.statusCode, 409, again.error.message);
         g.receive({ payload: statement }); // the same version again, as base64: not newer
-        const stale = await flow.caught.next(1);
+        const stale = await flow.caught.next(2);
         assert.equal(stale.statusCode, 409, stale.error.message);
         g.receive({ payload: { statement: "not base64!" } });
-        assert.match((await flow.caught.next(2)).error.message, /gridkey-group.errors.statement/);
+        assert.match((await flow.caught.next(3)).error.message, /gridkey-group.errors.statement/);
         g.receive({ payload: Buffer.from("not a statement") });
-        assert.equal((await flow.caught.next(3)).statusCode, 400);
+        assert.equal((await flow.caught.next(4)).statusCode, 400);
         assert.equal(out.got.length, 1);
         assert.equal((await ctx.world.api("GET", "/v1/groups/roster-g")).roster_version, 1);
     });

@@ -255,9 +255,13 @@ def test_a_member_s_signed_refusal_reaches_operators_until_it_commits_again(env)
         meter(m)
     gw.create_group("g", members=["a", "b"], actor="test")
     pump()
+    with pytest.raises(Conflict):  # no negotiation of epoch 2 has asked anyone in yet
+        gw.report_refusal("g", _refusal(keys, "a", clock))
+    gw.request_rekey("g", actor="test")  # epoch 2's Start is out; a refuses it
+    report = _refusal(keys, "a", clock)
     seen = []
     gw.hub.subscribe(seen.append)
-    out = gw.report_refusal("g", _refusal(keys, "a", clock))
+    out = gw.report_refusal("g", report)
     assert out == {"group_id": "g", "meter_id": "a", "epoch": 2, "reason": "mode_refused"}
     gw.report_refusal("g", _refusal(keys, "a", clock))  # a repeat is not news
     assert [(e.kind, e.body["reason"], e.body["epoch"]) for e in seen] == [("member.refused", "mode_refused", 2)]
@@ -271,23 +275,28 @@ def test_a_member_s_signed_refusal_reaches_operators_until_it_commits_again(env)
         values = p.read(p.instances()[0])
         assert values[GroupMembershipRes.LAST_ERROR].startswith(text)
     assert GroupMembershipProvider(gw, "a").read(0)[GroupMembershipRes.STATE] == "failed"
-    assert GroupMembershipProvider(gw, "b").read(0)[GroupMembershipRes.STATE] == "established"
-    # an epoch a takes part in clears it
-    gw.request_rekey("g", actor="test")
+    assert GroupMembershipProvider(gw, "b").read(0)[GroupMembershipRes.STATE] == "negotiating"  # b goes on
+    # an epoch a takes part in clears it, and the same signed report replayed later cannot set it back
     pump()
     assert gw.get_group("g")["epoch"] == 2
     assert all("refusal" not in m for m in gw.get_group("g")["members"])
     assert GroupMembershipProvider(gw, None).read(0)[GroupMembershipRes.LAST_ERROR] == ""
+    with pytest.raises(Conflict):
+        gw.report_refusal("g", report)
+    gw.request_rekey("g", actor="test")  # epoch 3 is being negotiated: a report of it would count
     # hostile or broken reports are clear errors and change nothing
     bad = [
         (Invalid, _refusal(keys, "a", clock, reason="made_up")),
         (Invalid, _refusal(keys, "a", clock, reason="stale")),  # a drop, not a refusal
         (Invalid, _refusal(keys, "a", clock, detail="x" * 201)),
+        (Invalid, _refusal(keys, "a", clock, detail="nul\x00byte")),  # PostgreSQL text cannot hold it
+        (Invalid, _refusal(keys, "a", clock, epoch=2**63)),  # beyond a signed 64-bit column
+        (Conflict, _refusal(keys, "a", clock, epoch=99)),  # a negotiation that never was
         (Invalid, _refusal(keys, "a", clock, epoch=None)),
         (Invalid, _refusal(keys, "a", clock, group_id="other")),
         (Invalid, MeterRequest("rejoin", "a", clock(), group_id="g", reason="mode_refused").sign(keys["a"][0])),
         (Forbidden, _refusal(keys, "d", clock)),  # not a member
-        (Forbidden, MeterRequest("refusal", "a", clock(), "g", epoch=2, reason="wrong_role").sign(keys["b"][0])),
+        (Forbidden, MeterRequest("refusal", "a", clock(), "g", epoch=3, reason="wrong_role").sign(keys["b"][0])),
         (
             Forbidden,
             MeterRequest("refusal", "a", clock() - 600_000, "g", epoch=2, reason="wrong_role").sign(keys["a"][0]),

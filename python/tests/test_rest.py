@@ -531,8 +531,23 @@ def test_negotiation_and_group_data_over_http(world, live):
         # a revoked meter can no longer read the group
         http.post("/v1/meters/meter-3/revoke", json={}, headers=ops)
         assert http.get("/v1/meters/meter-3/groups/grp-h/inbox").status_code == 403
+
+        # a member's signed refusal of the rekey that followed (epoch 2): kept, audited, counted
+        def refusal(epoch: int) -> bytes:
+            req = MeterRequest("refusal", "meter-2", now_ms(), "grp-h", epoch=epoch, reason="wrong_role", detail="x")
+            return req.sign(world.keys["meter-2"])
+
+        cose = {"content-type": "application/cose"}
+        r = http.post("/v1/groups/grp-h/refusal", content=refusal(2), headers=cose)
+        assert r.status_code == 200 and r.json()["reason"] == "wrong_role", r.text
+        g = http.get("/v1/groups/grp-h", headers=ops).json()
+        assert {m["meter_id"]: m.get("refusal", {}).get("detail") for m in g["members"]}["meter-2"] == "wrong_role: x"
+        bad = http.post("/v1/groups/grp-h/refusal", content=b"\x00", headers=cose)
+        assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+        assert http.post("/v1/groups/grp-h/refusal", content=refusal(99), headers=cose).status_code == 409
         metrics = http.get("/metrics").text
         assert "gridkey_epochs_committed_total 1.0" in metrics
+        assert 'gridkey_member_refusals_total{reason="wrong_role"} 1.0' in metrics
 
 
 def test_readings_join_relayed_metadata_and_controller_values(tmp_path):

@@ -113,12 +113,20 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
         if done == total or done % 25 == 0:
             say(f"enrolled {done}/{total} meters ({time.perf_counter() - t0:.1f} s)")
 
-    try:
-        await f.start(progress)
-    except Exception as exc:  # unreachable gateway, refused enrolment: say so plainly
-        say(f"error: could not start: {exc}")
-        await f.stop()
-        return 1
+    await f.start(progress, wait=False)
+
+    async def report_stragglers() -> None:
+        """Who is still trying to enrol, and why, until nobody is."""
+        while True:
+            await asyncio.sleep(5.0)
+            waiting = f.enrolling()
+            if not waiting:
+                return
+            names = ", ".join(f"{a.meter_id} ({a.enrol_error})" for a in waiting[:5])
+            more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+            say(f"still trying to enrol {len(waiting)}/{len(f.agents)}: {names}{more}")
+
+    stragglers = asyncio.create_task(report_stragglers())
     say(f"{len(f.agents)} meter(s) running against {args.server}; Ctrl-C to stop")
     try:
         if args.duration:
@@ -126,6 +134,7 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
         else:
             await wait_for_signal()
     finally:
+        stragglers.cancel()
         await f.stop()
     summary = f.status()
     committed = sum(1 for m in summary["meters"] if any(g["epoch"] for g in m["groups"].values()))

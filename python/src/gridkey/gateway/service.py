@@ -41,7 +41,7 @@ from ..protocol.errors import AbortReason, DecodeError, DropReason, Rejected
 from ..protocol.events import Aborted, Accepted, Broadcast, Committed, Dropped
 from ..protocol.messages import ID_RE, MAX_GROUP_SIZE, MEMBER_MSG_MAX, Mode, decode
 from ..protocol.policy import MEMBER_ROLES
-from ..protocol.requests import parse_request, verify_request
+from ..protocol.requests import MeterRequest, parse_request, verify_request
 from ..protocol.roster import parse_statement
 from ..store import Store
 from ..store.schema import (
@@ -390,7 +390,7 @@ class Gateway:
                 tx.conn.execute(
                     update(memberships)
                     .where(memberships.c.meter_id == meter_id)
-                    .values(status="removed", removed_at=now)
+                    .values(status="removed", removed_at=now, refusal=None, refusal_epoch=None, refused_at=None)
                 )
                 self._audit(tx, actor, "meter.revoke", meter_id, reason=reason, groups=[g.group_id for g in affected])
                 self._emit(tx, "meter.revoked", meter_id=meter_id, reason=reason)
@@ -635,7 +635,7 @@ class Gateway:
                     set_status(mid, status="active", removed_at=None)
             for mid, status in current.items():
                 if mid not in ids and status != "removed":
-                    set_status(mid, status="removed", removed_at=now)
+                    set_status(mid, status="removed", removed_at=now, refusal=None, refusal_epoch=None, refused_at=None)
             tx.conn.execute(update(groups).where(groups.c.group_id == group_id).values(roster_statement=data))
             self._audit(tx, actor, "group.roster", group_id, version=st.version, members=ids)
             self._emit(tx, "group.updated", group_id=group_id, roster_version=st.version)
@@ -690,7 +690,7 @@ class Gateway:
             tx.conn.execute(
                 update(memberships)
                 .where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id))
-                .values(status="removed", removed_at=now)
+                .values(status="removed", removed_at=now, refusal=None, refusal_epoch=None, refused_at=None)
             )
             self._audit(tx, actor, "member.remove", group_id, meter=meter_id, reason=reason)
             self._emit(tx, "member.removed", group_id=group_id, meter_id=meter_id, reason=reason)
@@ -721,33 +721,44 @@ class Gateway:
             self._maybe_start(tx, group_id, now, force=True)
         return {**self.get_group(group_id), "request_id": rid, "target_epoch": target}
 
-    def _member_request(self, tx: _Tx, group_id: str, request: bytes, kind: str):
-        """A signed request from a current member of ``group_id``: (group row, request, membership)."""
+    def _member_request(self, group_id: str, request: bytes, kind: str) -> MeterRequest:
+        """A signed request from a current member of ``group_id``, checked before any write
+        transaction: junk from the network must not get as far as one (a failed transaction makes
+        the coordinator reload its sessions from the store)."""
         s1, req = self._parse_request(request, kind)
         if req.group_id != group_id:
             raise Invalid("request is for another group")
-        g = self._group_row(tx, group_id)
-        m = tx.conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
-        if m is None:
-            raise NotFound(f"no meter {req.meter_id}")
-        if m.status != "active":
-            raise Forbidden(f"meter {req.meter_id} is revoked")
-        if not verify_request(s1, self._meter_key(m)):
-            raise Forbidden(f"{kind} request signature does not verify")
-        ms = tx.conn.execute(
-            select(memberships).where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == req.meter_id))
+        with self.store.read() as conn:
+            if conn.execute(select(groups.c.group_id).where(groups.c.group_id == group_id)).first() is None:
+                raise NotFound(f"no group {group_id}")
+            m = conn.execute(select(meters).where(meters.c.meter_id == req.meter_id)).first()
+            if m is None:
+                raise NotFound(f"no meter {req.meter_id}")
+            if m.status != "active":
+                raise Forbidden(f"meter {req.meter_id} is revoked")
+            if not verify_request(s1, self._meter_key(m)):
+                raise Forbidden(f"{kind} request signature does not verify")
+            self._membership(conn, group_id, req.meter_id)
+        return req
+
+    @staticmethod
+    def _membership(conn: Connection, group_id: str, meter_id: str):
+        ms = conn.execute(
+            select(memberships).where(and_(memberships.c.group_id == group_id, memberships.c.meter_id == meter_id))
         ).first()
         if ms is None or ms.status == "removed":
-            raise Forbidden(f"{req.meter_id} is not a member of {group_id}")
-        return g, req, ms
+            raise Forbidden(f"{meter_id} is not a member of {group_id}")
+        return ms
 
     @retrying
     def rejoin_signed(self, group_id: str, request: bytes) -> dict:
         """A lagging member (excluded after a timeout) asks to be taken back."""
         _check_id(group_id, "group id")
         now = self.clock()
+        req = self._member_request(group_id, request, "rejoin")
         with self._tx() as tx:
-            g, req, ms = self._member_request(tx, group_id, request, "rejoin")
+            g = self._group_row(tx, group_id)
+            ms = self._membership(tx.conn, group_id, req.meter_id)
             if ms.status == "lagging":
                 tx.conn.execute(
                     update(memberships)
@@ -786,8 +797,12 @@ class Gateway:
         """
         _check_id(group_id, "group id")
         now = self.clock()
+        req = self._member_request(group_id, request, "refusal")
+        with self.store.read() as conn:
+            self._check_refused_epoch(conn, group_id, req.meter_id, req.epoch or 0)
         with self._tx() as tx:
-            _g, req, ms = self._member_request(tx, group_id, request, "refusal")
+            self._group_row(tx, group_id)
+            ms = self._membership(tx.conn, group_id, req.meter_id)
             text = f"{req.reason}: {req.detail}" if req.detail else str(req.reason)
             if (ms.refusal, ms.refusal_epoch) != (text, req.epoch):  # a repeat is not news
                 tx.conn.execute(
@@ -805,8 +820,23 @@ class Gateway:
                     reason=req.reason,
                     detail=req.detail or "",
                 )
-                self._count("refusals_reported")
+                self._count(f"refusal:{req.reason}")
         return {"group_id": group_id, "meter_id": req.meter_id, "epoch": req.epoch, "reason": req.reason}
+
+    @staticmethod
+    def _check_refused_epoch(conn: Connection, group_id: str, meter_id: str, epoch: int) -> None:
+        """A refusal names a negotiation this gateway asked the member into, of an epoch the member
+        has not committed since: a replayed or made-up report would otherwise undo the clearing."""
+        asked = conn.execute(
+            select(sessions.c.members).where(and_(sessions.c.group_id == group_id, sessions.c.epoch == epoch))
+        ).all()
+        if not any(meter_id in json.loads(r.members) for r in asked):
+            raise Conflict(f"no negotiation of epoch {epoch} of {group_id} asked {meter_id} in")
+        later = conn.execute(
+            select(epochs.c.members).where(and_(epochs.c.group_id == group_id, epochs.c.epoch >= epoch))
+        ).all()
+        if any(meter_id in json.loads(r.members) for r in later):
+            raise Conflict(f"{meter_id} has committed epoch {epoch} of {group_id} or a later one since")
 
     def _in_live_or_current(self, conn: Connection, group_id: str, meter_id: str) -> bool:
         s = conn.execute(

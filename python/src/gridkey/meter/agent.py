@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 HELD_DATA = 64  # group data messages kept per group for a key not yet established (a late Commit)
 REFUSAL_HOLD_S = 60.0  # no rejoin for this long after refusing a group's Start (see _rejoin)
+ENROL_BACKOFF_S = (0.5, 30.0)  # first retry delay and the cap (each jittered by 0.5..1.5x)
 STOP_TIMEOUT_S = 5.0  # closing the link must not hold up a shutdown (aiocoap may wait on exchanges)
 
 
@@ -150,11 +152,19 @@ class MeterAgent:
         self._crl: x509.CertificateRevocationList | None = None
         self.revoked = False
         self.latest_readings: dict[str, dict] = {}  # sender -> its last decrypted reading
+        self._link_open = False
+        self.enrolled = False
+        self.enrol_attempts = 0
+        self.enrol_error: str | None = None  # why the last enrolment attempt failed (status)
+        self._jitter = random.Random()  # retry spacing only, never key material
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.link.open()
+        """One enrolment attempt; raises what went wrong (see :meth:`start_retrying`)."""
+        if not self._link_open:
+            await self.link.open()
+            self._link_open = True
         gateway_id, gw_der, _ca_der = await self.link.gateway_info()
         await self._refresh_crl()
         ident = self._verify(gw_der)
@@ -165,7 +175,37 @@ class MeterAgent:
         self.coordinator_key = ident.key
         req = MeterRequest("enroll", self.meter_id, self.clock(), cert_der=self.cert_der).sign(self.key)
         await self.link.enroll(req)
+        self.enrolled = True
+        self.enrol_error = None
         self._spawn(self._discover_loop(), f"{self.meter_id}-discover")
+
+    async def start_retrying(self, backoff_s: tuple[float, float] = ENROL_BACKOFF_S) -> None:
+        """Enrol, retrying with jittered exponential backoff until it works.
+
+        On a rural link anything can damage an answer in transit: a timeout, a garbled CBOR body, a
+        gateway certificate whose signature no longer verifies, a 4.xx that plain CoAP cannot
+        authenticate, a timestamp that went stale on the way. None of it is final for a meter in the
+        field, so every failure is retried (a fresh signed request each time) and reported; a
+        gateway that keeps refusing just sees the meter at the slowest pace.
+        """
+        delay, cap = backoff_s
+        while True:
+            self.enrol_attempts += 1
+            try:
+                await self.start()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (LinkError, CertificateError, DecodeError, ValueError, OSError) as exc:
+                self.enrol_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # hostile input must not end the meter; but say it loudly
+                log.exception("%s: enrolment attempt failed", self.meter_id)
+                self.enrol_error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: enrolment attempt %d failed (%s); retrying", self.meter_id, self.enrol_attempts,
+                        self.enrol_error)  # fmt: skip
+            self.on_event("enrol_retry", {"attempt": self.enrol_attempts, "error": self.enrol_error})
+            await asyncio.sleep(delay * (0.5 + self._jitter.random()))
+            delay = min(delay * 2, cap)
 
     async def stop(self) -> None:
         """Cancel every task, then close the link (see :func:`cancel_all` for why not just gather)."""
@@ -197,7 +237,10 @@ class MeterAgent:
             raw = await self.link.crl()
             if not raw:
                 raise CertificateError("crl-missing", "the gateway serves no CRL")
-            crl = x509.load_der_x509_crl(raw)
+            try:
+                crl = x509.load_der_x509_crl(raw)
+            except Exception as exc:  # ValueError, x509.InvalidVersion, ...: all of them mean "not a CRL"
+                raise CertificateError("crl-parse", f"not a valid CRL ({type(exc).__name__})") from None
             rev = read_crl(crl, self.ca_cert, datetime.now(UTC))
             gone = self.directory.apply_revocation(rev)
         except LinkError as exc:
@@ -453,6 +496,9 @@ class MeterAgent:
             await self.link.report_refusal(group_id, req)
         except LinkError as exc:
             self.stats.errors.append(f"refusal report {group_id}: {exc}")
+            view = self.groups.get(group_id)
+            if view is not None and view.last_refusal == (ev.reason, ev.detail):
+                view.last_refusal = None  # not heard: the next refusal of this kind is reported again
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:
         """The group's suite is only known from its Start; rebuild the member once we see it."""
@@ -677,6 +723,9 @@ class MeterAgent:
         """Metadata for status files and dashboards: never key material."""
         return {
             "meter_id": self.meter_id,
+            "enrolled": self.enrolled,
+            "enrol_attempts": self.enrol_attempts,
+            "enrol_error": self.enrol_error,
             "revoked": self.revoked,
             "groups": {
                 gid: {

@@ -76,13 +76,23 @@ class Fleet:
         self.agents: list[MeterAgent] = []
         self._tasks: list[asyncio.Task] = []
 
-    async def start(self, progress: Callable[[int, int], None] | None = None) -> None:
+    async def start(self, progress: Callable[[int, int], None] | None = None, *, wait: bool = True) -> None:
+        """Start every meter; each enrols on its own, retrying until it works, so one meter's
+        failure never holds up or stops another. ``wait``: return once all have enrolled (tests,
+        benchmarks); otherwise at once, with the stragglers still trying (see :meth:`enrolling`)."""
         sem = asyncio.Semaphore(self.concurrency)
         done = 0
 
-        async def one(p: Provisioned) -> MeterAgent:
+        async def one(agent: MeterAgent) -> None:
             nonlocal done
-            agent = MeterAgent(
+            async with sem:
+                await agent.start_retrying()
+            done += 1
+            if progress:
+                progress(done, len(self.identities))
+
+        self.agents = [
+            MeterAgent(
                 meter_id=p.meter_id,
                 signing_key=p.key,
                 cert_der=p.cert.public_bytes(Encoding.DER),
@@ -93,18 +103,20 @@ class Fleet:
                 policy=self.policy,
                 crl_refresh_s=self.crl_refresh_s,
             )
-            async with sem:
-                await agent.start()
-            done += 1
-            if progress:
-                progress(done, len(self.identities))
-            return agent
-
-        self.agents = list(await asyncio.gather(*(one(p) for p in self.identities)))
+            for p in self.identities
+        ]
+        enrolments = [asyncio.create_task(one(a), name=f"{a.meter_id}-enrol") for a in self.agents]
+        self._tasks += enrolments
         if self.reading_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._readings()))
         if self.status_file is not None:
             self._tasks.append(asyncio.create_task(self._write_status()))
+        if wait:
+            await asyncio.gather(*enrolments)
+
+    def enrolling(self) -> list[MeterAgent]:
+        """The meters still trying to enrol (their status says why the last attempt failed)."""
+        return [a for a in self.agents if not a.enrolled]
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)

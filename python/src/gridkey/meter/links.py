@@ -19,6 +19,8 @@ from aiocoap.numbers.codes import Code
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..aiocoap_workarounds import reject_undecodable_strings
+
 REQUEST_TIMEOUT_S = 20.0
 MAX_RESPONSE = 1 << 20  # a response assembled from Block2 blocks (a round-2 bundle of 1,000 is ~150 KB)
 
@@ -134,6 +136,7 @@ class CoapLink:
 
     async def open(self) -> None:
         self.ctx = await aiocoap.Context.create_client_context()
+        reject_undecodable_strings(self.ctx)
 
     def _message(self, code: Code, path: str, payload: bytes = b"", query: str = "", **kw) -> aiocoap.Message:
         """A request to ``/gk/<path>``. Once the gateway's address is resolved it is reused: aiocoap
@@ -168,6 +171,7 @@ class CoapLink:
         if self.ctx is not failed:  # a concurrent request already replaced it
             return
         self.ctx = await aiocoap.Context.create_client_context()
+        reject_undecodable_strings(self.ctx)
         self.reopened += 1
         task = asyncio.create_task(_shutdown_quietly(failed))
         self._retiring.add(task)

@@ -544,7 +544,7 @@ class GroupMember:
             return self._refuse(
                 start,
                 DropReason.MODE_REFUSED,
-                f"a {start.mode.name.lower()} Start; this member accepts {accepted} only",
+                f"an {start.mode.name.lower()} Start; this member accepts {accepted} only",
             )
         if start.mode == Mode.E2E:
             judged = self._judge_roster(start, now)

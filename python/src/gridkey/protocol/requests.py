@@ -20,6 +20,7 @@ from .messages import check_id
 
 MAX_REQUEST = 4096
 KINDS = ("enroll", "rejoin", "refusal")
+MAX_EPOCH = 2**63  # epochs are stored as signed 64-bit integers
 MAX_DETAIL = 200  # characters of a refusal's detail the gateway keeps and shows (LwM2M Last Error)
 
 
@@ -57,6 +58,8 @@ def parse_request(data: bytes) -> tuple[Sign1, MeterRequest]:
     if m[1] not in KINDS:
         raise DecodeError(f"unknown request kind {m[1]!r}")
     check_id(m[2], "meter id")
+    if m.get(6, 0) >= MAX_EPOCH:
+        raise DecodeError("epoch out of range")
     if 4 in m:
         check_id(m[4], "group id")
     if m[1] == "enroll" and 5 not in m:
@@ -66,8 +69,8 @@ def parse_request(data: bytes) -> tuple[Sign1, MeterRequest]:
             raise DecodeError("a refusal names its group, the refused epoch and a reason")
         if m[7] not in REFUSAL_REASONS:
             raise DecodeError(f"unknown refusal reason {m[7]!r}")
-        if len(m.get(8, "")) > MAX_DETAIL:
-            raise DecodeError(f"a refusal's detail is at most {MAX_DETAIL} characters")
+        if len(m.get(8, "")) > MAX_DETAIL or not m.get(8, "").isprintable():
+            raise DecodeError(f"a refusal's detail is printable text of at most {MAX_DETAIL} characters")
     elif 7 in m or 8 in m:
         raise DecodeError("only a refusal carries a reason")
     return s1, MeterRequest(m[1], m[2], m[3], m.get(4), m.get(5), m.get(6), m.get(7), m.get(8))

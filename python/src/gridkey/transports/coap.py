@@ -47,6 +47,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.pipe import error_to_message, run_driving_pipe
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..aiocoap_workarounds import EndSafePipe, reject_undecodable_strings
 from ..gateway import Gateway, GatewayError, GatewayEvent, Invalid
 from ..gateway.batcher import Batcher
 from ..protocol.groupdata import DATA_PAGE
@@ -90,6 +91,9 @@ def _error(status: int, text: str) -> aiocoap.Message:
 
 class GkResource(resource.ObservableResource, resource.PathCapable):
     """Everything under /gk: one small router, because paths carry meter and group ids."""
+
+    async def render_to_pipe(self, pipe) -> None:
+        await super().render_to_pipe(EndSafePipe(pipe))
 
     def __init__(self, server: CoapServer) -> None:
         super().__init__()
@@ -406,6 +410,7 @@ class CoapServer:
         # available) on the same port number - attack surface no meter uses, and a second port to
         # collide with.
         self._context = await _Context.create_server_context(site, bind=self.bind, transports=["udp6"])
+        reject_undecodable_strings(self._context)
         loop = self.loop
 
         def on_event(ev: GatewayEvent) -> None:

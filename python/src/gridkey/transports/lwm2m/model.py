@@ -162,11 +162,13 @@ class GroupMembershipProvider(Provider):
                     break
         me = next((m for m in g["members"] if m["meter_id"] == self.meter_id), {})
         status, refusal = me.get("status"), me.get("refusal")
-        if session.get("state") in ("round1", "round2", "confirm") and (
+        if refusal and refusal["epoch"] >= session.get("epoch", 0):
+            state = MembershipState.FAILED  # it refused this negotiation (or the newest one it saw)
+        elif session.get("state") in ("round1", "round2", "confirm") and (
             self.meter_id is None or self.meter_id in session.get("members", [])
         ):
             state = MembershipState.NEGOTIATING
-        elif status == "lagging" or refusal or (session.get("result") or "").startswith("aborted"):
+        elif status == "lagging" or (session.get("result") or "").startswith("aborted"):
             state = MembershipState.FAILED
         elif epoch:
             state = MembershipState.ESTABLISHED

@@ -44,14 +44,20 @@ class GatewayCollector(Collector):
         )
         drops = CounterMetricFamily("gridkey_dropped_messages", "Member messages dropped, by reason", labels=["reason"])
         aborts = CounterMetricFamily("gridkey_session_aborts", "Sessions aborted, by reason", labels=["reason"])
+        refusals = CounterMetricFamily(
+            "gridkey_member_refusals", "Starts members reported (signed) refusing, by reason", labels=["reason"]
+        )
         for name, value in sorted(counters.items()):
             kind, _, reason = name.partition(":")
             if kind == "drop" and reason:
                 drops.add_metric([reason], value)
             elif kind == "abort" and reason:
                 aborts.add_metric([reason], value)
+            elif kind == "refusal" and reason:
+                refusals.add_metric([reason], value)
         yield drops
         yield aborts
+        yield refusals
 
 
 class RestMetrics:
