@@ -327,3 +327,30 @@ def test_the_keyless_rekey_limit_holds_across_replicas(env, tmp_path):
     clock.now += gw.config.keyless_rekey_interval_ms
     late = MeterRequest("rejoin", "b", clock(), group_id="g", epoch=1).sign(keys["b"][0])
     assert "rekey" not in replica.rejoin_signed("g", late)
+
+
+def test_a_cancelled_waiter_does_not_stop_the_batcher(env):
+    """A CoAP client that goes away cancels its round message's future; the batcher thread must go
+    on with the next messages (it died on set_result before, and with it every later round)."""
+    import threading
+
+    from gridkey.gateway.batcher import Batcher
+
+    gw = env[0]
+    real, gate = gw.handle_member_messages, threading.Event()
+
+    def held_back(group_id, datas):  # the real handler, once the test has cancelled the first waiter
+        gate.wait(10)
+        return real(group_id, datas)
+
+    gw.handle_member_messages = held_back
+    batcher = Batcher(gw)
+    try:
+        first = batcher.submit("nogroup", b"\x00")
+        assert first.cancel()
+        gate.set()
+        second = batcher.submit("nogroup", b"\x00")
+        with pytest.raises(Invalid, match="malformed message"):  # answered: the thread lives on
+            second.result(timeout=10)
+    finally:
+        batcher.close()

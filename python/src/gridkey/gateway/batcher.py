@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 from .errors import GatewayError
 from .service import Gateway, Outcome
@@ -64,10 +64,20 @@ class Batcher:
                     )
                 except Exception as exc:  # a store failure: report to every waiter
                     for _, fut in items:
-                        fut.set_exception(exc)
+                        _settle(fut, exc)
                     continue
                 for (_, fut), res in zip(items, results, strict=True):
-                    if isinstance(res, GatewayError):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
+                    _settle(fut, res)
+
+
+def _settle(fut: Future, res: Outcome | Exception) -> None:
+    """Hand a result to its waiter -- unless the waiter gave up: a CoAP request whose client went
+    away is cancelled (its future with it), and setting a cancelled future raises, which used to
+    end this thread and with it every later round message (seen after a fleet-wide power cut)."""
+    try:
+        if isinstance(res, Exception):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)
+    except InvalidStateError:
+        pass  # cancelled: the message was handled all the same; nobody is waiting for the answer
