@@ -48,7 +48,12 @@ def test_the_shim_ends_that_exchange_quietly() -> None:
 def test_the_shim_passes_everything_else_through() -> None:
     pipe = Pipe(aiocoap.Message(code=Code.GET, uri="coap://127.0.0.1/gk/x"), log)
     got = []
-    pipe.on_event(lambda ev: got.append(ev.message.code) or True)
+
+    def listener(event) -> bool:
+        got.append(event.message.code)
+        return True
+
+    pipe.on_event(listener)
     safe = EndSafePipe(pipe)
     safe.add_response(aiocoap.Message(code=Code.CONTENT), is_last=False)
     assert got == [Code.CONTENT] and safe.request is pipe.request

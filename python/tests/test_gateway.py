@@ -354,3 +354,63 @@ def test_a_cancelled_waiter_does_not_stop_the_batcher(env):
             second.result(timeout=10)
     finally:
         batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        ("DELETE FROM audit WHERE seq = 3", "entry 3 is missing"),  # a middle entry removed
+        ("DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)", "truncated"),  # the tail cut off
+        ("UPDATE audit SET prev_hash = zeroblob(32) WHERE seq = 4", "entry 4 does not link"),  # a broken link
+        ("UPDATE audit SET details = '{}' WHERE seq = 2", "entry 2 was modified"),
+    ],
+)
+def test_every_kind_of_audit_tampering_fails_verification_and_the_cli(env, tamper, problem):
+    import subprocess
+    import sys
+
+    gw, dd, _clock, meter, _members, pump, store, _ = env
+    for m in ("a", "b"):
+        meter(m)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    assert gw.verify_audit().ok and gw.verify_audit().entries >= 5
+
+    def cli() -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "gridkey.cli", "audit", "verify", "--data", str(dd.path)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    assert cli().returncode == 0
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
+        db.execute(tamper)
+    bad = gw.verify_audit()
+    assert not bad.ok and problem in bad.problem, bad
+    out = cli()
+    assert out.returncode != 0 and problem in out.stdout + out.stderr, out
+
+
+def test_signed_requests_are_bounded_in_time(env):
+    """Signed enrolment and rejoin requests carry their time: one from outside the allowed skew, or
+    a captured one replayed after it, is refused (within it a replay is harmless: both are idempotent)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    gw, _, clock, meter, _members, pump, _, keys = env
+    for m in ("a", "b"):
+        meter(m)
+    meter("late", enroll=False)
+    gw.create_group("g", members=["a", "b"], actor="test")
+    pump()
+    skew = gw.config.max_request_skew_ms
+    der = keys["late"][1].public_bytes(Encoding.DER)
+    for ts in (clock() - skew - 1, clock() + skew + 1):
+        with pytest.raises(Forbidden, match="clock skew"):
+            gw.enroll_signed(MeterRequest("enroll", "late", ts, cert_der=der).sign(keys["late"][0]))
+    captured = MeterRequest("rejoin", "a", clock(), group_id="g").sign(keys["a"][0])
+    before = gw.get_group("g")
+    assert gw.rejoin_signed("g", captured)["status"] == "active"
+    assert gw.rejoin_signed("g", captured)["status"] == "active"  # a replay within the bound changes nothing
+    assert gw.get_group("g") == before
+    clock.now += skew + 1
+    with pytest.raises(Forbidden, match="clock skew"):
+        gw.rejoin_signed("g", captured)
+    assert "late" not in {m["meter_id"] for m in gw.list_meters()}
