@@ -255,7 +255,7 @@ class FleetRunner:
             policy=self.policy,
             crl_refresh_s=self.crl_refresh_s,
         )
-        self.loop.run(self.fleet.start())
+        self.loop.run(self.fleet.start(timeout=90))  # names who did not enrol
         return self
 
     def agent(self, meter_id: str) -> MeterAgent:

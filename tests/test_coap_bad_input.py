@@ -445,7 +445,7 @@ def test_invalid_utf8_uri_path_is_rejected(live: Live) -> None:
     """A CON GET whose Uri-Path is not UTF-8 is a message format error: an RST with its message ID,
     promptly, and no traceback in the sidecar's log. (aiocoap 0.4.17 lets the UnicodeDecodeError
     escape its decoder; GridKey's transport rejects the datagram itself, see
-    ``_reject_undecodable_strings``.) A NON one gets nothing."""
+    ``gridkey.aiocoap_workarounds.reject_undecodable_strings``.) A NON one gets nothing."""
     before = live.sidecar.log_path.read_text(errors="replace").count("Traceback")
     gram = _header(0, 1, 0x01, 0x1234) + b"t" + b"\xb2gk" + b"\x01\xff"  # Uri-Path "gk", then b"\xff"
     replies = _send_raw(live.sidecar.coap_port, [gram], settle_s=1.0)

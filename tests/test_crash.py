@@ -124,7 +124,7 @@ class LateFleet(FleetRunner):
             resync_s=self.resync_s,
             on_event=lambda m, k, i: self.events.append((m, k, i)),
         )
-        self.loop.run(self.fleet.start())
+        self.loop.run(self.fleet.start(timeout=90))  # names who did not enrol
         return self
 
 

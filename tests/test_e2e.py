@@ -246,7 +246,12 @@ def test_gridkey_meter_and_fleet_commands(sidecar, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for("fleet status", lambda: status.exists() and len(json.loads(status.read_text())["meters"]) == 3)
+
+        def enrolled() -> bool:  # the status file lists meters still trying to enrol too
+            meters = json.loads(status.read_text())["meters"] if status.exists() else []
+            return len(meters) == 3 and all(m["enrolled"] for m in meters)
+
+        wait_for("fleet enrolled", enrolled)
         sidecar.api("POST", "/v1/groups", json={"group_id": "cli", "members": ["cli-001", "cli-002", "cli-003"]})
 
         def committed():

@@ -31,7 +31,13 @@ def test_a_fleet_enrols_through_an_unreachable_then_damaging_link_and_one_refusa
     idents = [Provisioned(m, *sc.data.issue_identity(m, "meter", "GK1")) for m in METERS]
     idents.append(Provisioned("en-stranger", *foreign.issue_identity("en-stranger", "meter", "GK1")))
     loop = LoopThread()
-    fleet = Fleet(idents, ca_cert=sc.data.local_ca().certificate, server=f"coap://127.0.0.1:{port}", resync_s=1.0)
+    fleet = Fleet(
+        idents,
+        ca_cert=sc.data.local_ca().certificate,
+        server=f"coap://127.0.0.1:{port}",
+        resync_s=1.0,
+        enrol_backoff_s=(0.2, 2.0),  # the field's 0.5-30 s, compressed for a test
+    )
     proxy = UdpProxy(("127.0.0.1", sc.coap_port), s2c=Faults(tamper=0.3), seed=11, port=port)
     try:
         loop.run(fleet.start(wait=False))

@@ -68,7 +68,7 @@ def _guard(iface) -> None:
         try:
             received(data, ancdata, flags, address)
         except UnicodeDecodeError:
-            log.info("rejected a CoAP datagram from %s: a string option is not UTF-8", address[0])
+            log.debug("rejected a CoAP datagram from %s: a string option is not UTF-8", address[0])
             if len(data) >= 4 and data[0] >> 6 == 1 and (data[0] >> 4) & 3 == 0:  # a version-1 CON
                 iface.transport.sendmsg(bytes([0x70, 0x00, data[2], data[3]]), [], 0, address)  # RST, same MID
 

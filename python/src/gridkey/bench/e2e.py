@@ -154,7 +154,7 @@ async def bench_gridkey(n: int, mode: str, rekeys: int, progress) -> Row:
             on_event=on_event,
             policy=MemberPolicy(modes=parse_modes(mode)),  # an attested run needs meters provisioned for it
         )
-        await fleet.start()
+        await fleet.start(timeout=120)
         token = issue_token(data.token_key().to_pem(), subject="bench", scopes=["read", "groups:rekey"], ttl_s=3600)
         agree = True
         latencies: list[float] = []

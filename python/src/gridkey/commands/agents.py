@@ -113,7 +113,11 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
         if done == total or done % 25 == 0:
             say(f"enrolled {done}/{total} meters ({time.perf_counter() - t0:.1f} s)")
 
-    await f.start(progress, wait=False)
+    try:
+        await f.start(progress, wait=False)
+    except ValueError as exc:  # a --server URL no link can use
+        say(f"error: {exc}")
+        return 2
 
     async def report_stragglers() -> None:
         """Who is still trying to enrol, and why, until nobody is."""
@@ -122,7 +126,7 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
             waiting = f.enrolling()
             if not waiting:
                 return
-            names = ", ".join(f"{a.meter_id} ({a.enrol_error})" for a in waiting[:5])
+            names = ", ".join(f"{a.meter_id} ({a.enrol_error!r})" for a in waiting[:5])  # repr: gateway text
             more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
             say(f"still trying to enrol {len(waiting)}/{len(f.agents)}: {names}{more}")
 
@@ -139,6 +143,9 @@ async def _run_fleet(idents: list[Provisioned], ca_cert, args: argparse.Namespac
     summary = f.status()
     committed = sum(1 for m in summary["meters"] if any(g["epoch"] for g in m["groups"].values()))
     say(f"stopped: {committed}/{len(summary['meters'])} meters hold a group key")
+    never = [a.meter_id for a in f.enrolling()]
+    if never:
+        say(f"never enrolled: {', '.join(never[:20])}")
     if args.json:
         json.dump(summary, sys.stdout)
-    return 0
+    return 1 if never else 0

@@ -801,7 +801,8 @@ class Gateway:
         with self.store.read() as conn:
             self._check_refused_epoch(conn, group_id, req.meter_id, req.epoch or 0)
         with self._tx() as tx:
-            self._group_row(tx, group_id)
+            self._group_row(tx, group_id)  # locked: no commit can clear or outdate it meanwhile
+            self._check_refused_epoch(tx.conn, group_id, req.meter_id, req.epoch or 0)
             ms = self._membership(tx.conn, group_id, req.meter_id)
             text = f"{req.reason}: {req.detail}" if req.detail else str(req.reason)
             if (ms.refusal, ms.refusal_epoch) != (text, req.epoch):  # a repeat is not news

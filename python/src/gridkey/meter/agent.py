@@ -179,7 +179,9 @@ class MeterAgent:
         self.enrol_error = None
         self._spawn(self._discover_loop(), f"{self.meter_id}-discover")
 
-    async def start_retrying(self, backoff_s: tuple[float, float] = ENROL_BACKOFF_S) -> None:
+    async def start_retrying(
+        self, backoff_s: tuple[float, float] = ENROL_BACKOFF_S, gate: asyncio.Semaphore | None = None
+    ) -> None:
         """Enrol, retrying with jittered exponential backoff until it works.
 
         On a rural link anything can damage an answer in transit: a timeout, a garbled CBOR body, a
@@ -190,9 +192,10 @@ class MeterAgent:
         """
         delay, cap = backoff_s
         while True:
-            self.enrol_attempts += 1
             try:
-                await self.start()
+                async with gate if gate is not None else contextlib.nullcontext():  # per attempt, not per sleep
+                    self.enrol_attempts += 1
+                    await self.start()
                 return
             except asyncio.CancelledError:
                 raise
@@ -497,7 +500,7 @@ class MeterAgent:
         except LinkError as exc:
             self.stats.errors.append(f"refusal report {group_id}: {exc}")
             view = self.groups.get(group_id)
-            if view is not None and view.last_refusal == (ev.reason, ev.detail):
+            if exc.status >= 500 and view is not None and view.last_refusal == (ev.reason, ev.detail):
                 view.last_refusal = None  # not heard: the next refusal of this kind is reported again
 
     def _adopt_suite(self, view: GroupView, data: bytes) -> None:

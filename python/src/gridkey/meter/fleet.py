@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..crypto.signatures import SigningKey
 from ..protocol.policy import MemberPolicy
-from .agent import MeterAgent, cancel_all
+from .agent import ENROL_BACKOFF_S, MeterAgent, cancel_all
 from .links import CoapLink, HttpLink, Link
 
 
@@ -62,7 +62,9 @@ class Fleet:
         concurrency: int = 64,
         policy: MemberPolicy | None = None,
         crl_refresh_s: float = 300.0,
+        enrol_backoff_s: tuple[float, float] = ENROL_BACKOFF_S,
     ) -> None:
+        self.enrol_backoff_s = enrol_backoff_s
         self.policy = policy or MemberPolicy()
         self.crl_refresh_s = crl_refresh_s
         self.identities = identities
@@ -76,17 +78,23 @@ class Fleet:
         self.agents: list[MeterAgent] = []
         self._tasks: list[asyncio.Task] = []
 
-    async def start(self, progress: Callable[[int, int], None] | None = None, *, wait: bool = True) -> None:
+    async def start(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         """Start every meter; each enrols on its own, retrying until it works, so one meter's
         failure never holds up or stops another. ``wait``: return once all have enrolled (tests,
-        benchmarks); otherwise at once, with the stragglers still trying (see :meth:`enrolling`)."""
+        benchmarks), and with ``timeout`` raise ``TimeoutError`` naming who is still trying and
+        why; otherwise return at once, with the stragglers still trying (see :meth:`enrolling`)."""
         sem = asyncio.Semaphore(self.concurrency)
         done = 0
 
         async def one(agent: MeterAgent) -> None:
             nonlocal done
-            async with sem:
-                await agent.start_retrying()
+            await agent.start_retrying(self.enrol_backoff_s, gate=sem)
             done += 1
             if progress:
                 progress(done, len(self.identities))
@@ -112,7 +120,11 @@ class Fleet:
         if self.status_file is not None:
             self._tasks.append(asyncio.create_task(self._write_status()))
         if wait:
-            await asyncio.gather(*enrolments)
+            try:
+                await asyncio.wait_for(asyncio.gather(*enrolments), timeout)
+            except TimeoutError:
+                late = {a.meter_id: a.enrol_error for a in self.enrolling()}
+                raise TimeoutError(f"{len(late)} meter(s) not enrolled after {timeout} s: {late}") from None
 
     def enrolling(self) -> list[MeterAgent]:
         """The meters still trying to enrol (their status says why the last attempt failed)."""
