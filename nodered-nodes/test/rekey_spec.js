@@ -153,21 +153,12 @@ describe("gridkey rekey", function () {
 
 describe("gridkey rekey, when the meters go dark", function () {
     this.timeout(60000);
-    // Meters that vanish mid-observation make aiocoap 0.4.17 log "'bool' object is not iterable"
-    // from Pipe._any_interest under GkResource.render_to_pipe (and then a logging TypeError): the
-    // open issue "Tests that can fail, and a fleet that survives the field" (item 2) tracks it.
-    // Only those tracebacks are tolerated here.
-    const known = [
-        /aiocoap\/pipe\.py[\s\S]*_any_interest[\s\S]*'bool' object is not iterable/,
-        /aiocoap\/pipe\.py[\s\S]*Logger\._log\(\) got an unexpected keyword argument 'exception'/,
-    ];
     const ctx = withWorld(
         { meters: 3, controller: false },
         async (world) => {
             await world.api("POST", "/v1/groups", { group_id: "dark-feeder", members: world.ids });
             await world.waitEpoch("dark-feeder", 1);
         },
-        known,
     );
 
     it("with Abort ticked, ends on output 2 at the first aborted attempt", async function () {
