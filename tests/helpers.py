@@ -389,11 +389,16 @@ def committed_session_problems(query: Callable[[str], list]) -> list[str]:
     return [f"{what}: {tuple(row)}" for what, sql in COMMITTED_SESSION_CHECKS.items() for row in query(sql)]
 
 
-def sqlite_query(db: Path) -> Callable[[str], list]:
-    """A read-only ``query`` for :func:`committed_session_problems` on a sidecar's SQLite store."""
+def store_query(sidecar: SidecarProc) -> Callable[[str], list]:
+    """A read-only ``query`` for :func:`committed_session_problems` on the sidecar's store (SQLite or PostgreSQL)."""
 
     def query(sql: str) -> list:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        if sidecar.db_url is not None:
+            import psycopg  # only the PostgreSQL tests need it
+
+            with psycopg.connect(sidecar.db_url, autocommit=True, connect_timeout=10) as conn:
+                return conn.execute(sql).fetchall()
+        con = sqlite3.connect(f"file:{sidecar.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return con.execute(sql).fetchall()
         finally:

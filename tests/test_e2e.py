@@ -22,7 +22,7 @@ from helpers import (
     TracebackLog,
     committed_session_problems,
     epoch_problems,
-    sqlite_query,
+    store_query,
     unexpected_tracebacks,
     wait_for,
 )
@@ -118,7 +118,7 @@ def run_lifecycle(sidecar, fleet: FleetRunner) -> None:
     # one key id per epoch: every key a meter established is the gateway's for that epoch, each epoch
     # has one committed session; and the audit chain holds
     assert epoch_problems(epochs, fleet.events, GROUP) == []
-    assert committed_session_problems(sqlite_query(sidecar.db_path)) == []
+    assert committed_session_problems(store_query(sidecar)) == []
     assert sidecar.api("GET", "/v1/audit/verify")["ok"] is True
 
 

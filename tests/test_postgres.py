@@ -26,7 +26,7 @@ from test_e2e import run_lifecycle
 from gridkey.crypto.ca import LocalCA
 from gridkey.crypto.identity import cert_to_pem
 from gridkey.datadir import DataDir
-from helpers import FleetRunner, SidecarProc, wait_for
+from helpers import FleetRunner, SidecarProc, committed_session_problems, epoch_problems, wait_for
 
 LIVE = ("round1", "round2", "confirm")
 
@@ -90,19 +90,15 @@ def audit_verify_cli(db_url: str, data: Path) -> dict:
 
 
 def assert_one_key_per_epoch(pg: PgCluster, url: str, group_id: str, epochs: int | None = None) -> dict[int, str]:
-    """The epochs table has exactly one key id per epoch, epochs run 1..N without gaps; returns them."""
-    counts = pg.query(
-        url,
-        "SELECT epoch, count(DISTINCT key_id), count(*) FROM epochs WHERE group_id = %s GROUP BY epoch ORDER BY epoch",
-        (group_id,),
-    )
-    assert counts, f"no epochs committed for {group_id}"
-    assert all(distinct == 1 and rows == 1 for _, distinct, rows in counts), counts
-    numbers = [e for e, _, _ in counts]
+    """Epochs run 1..N without gaps, each with one committed session (the epochs table's primary key
+    alone does not tie sessions to epochs), and no key id repeats; returns {epoch: key id}."""
+    assert committed_session_problems(lambda sql: pg.query(url, sql)) == []
+    keys = {e: k.hex() for e, k in pg.query(url, "SELECT epoch, key_id FROM epochs WHERE group_id = %s", (group_id,))}
+    assert keys, f"no epochs committed for {group_id}"
+    numbers = sorted(keys)
     assert numbers == list(range(1, len(numbers) + 1)), numbers
     if epochs is not None:
         assert len(numbers) == epochs, numbers
-    keys = {e: k.hex() for e, k in pg.query(url, "SELECT epoch, key_id FROM epochs WHERE group_id = %s", (group_id,))}
     assert len(set(keys.values())) == len(keys), "a key id was reused across epochs"
     return keys
 
@@ -355,6 +351,9 @@ def test_concurrent_changes_across_replicas(pg_cluster: PgCluster, pg_url: str, 
     final, key = wait_for("every member to hold the group's current key", converged, timeout=45)
     keys = assert_one_key_per_epoch(pg_cluster, pg_url, g, epochs=final)
     assert keys[final] == key
+    # per epoch of the storm: every key id any meter established is the one committed for that epoch
+    history = b.api("GET", f"/v1/groups/{g}/epochs", params={"limit": 1000})
+    assert epoch_problems(history, fleet_a.events + fleet_b.events, g) == []
     audit_verify_cli(pg_url, data.path)
 
     with open(pg_cluster.logfile, errors="replace") as f:

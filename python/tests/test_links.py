@@ -11,8 +11,10 @@ import aiocoap
 import aiocoap.resource as resource
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gridkey.meter.links import CoapLink, LinkError
+from gridkey.meter.links import CoapLink, LinkError, _inbox_item
 
 GOOD = {
     "gateway": {1: "gw", 2: b"cert", 3: b"ca"},
@@ -76,3 +78,41 @@ def test_well_formed_answers_parse():
 def test_every_forged_shape_is_a_link_error(path):
     got = asyncio.run(_calls([(path, f) for f in FORGED]))
     assert all(isinstance(g, LinkError) and g.status == 502 for g in got), got
+
+
+SID = b"\x01" * 16
+GOOD_ITEMS = [None, ["s", SID, "start", b"msg"], ["s", SID, "commit", None], ["d", 7, b"x"], ["d", 7, None]]
+FORGED_ITEMS = [
+    cbor2.CBORTag(1, 0),  # a notification tampered in transit decoded to this and killed the observe loop once
+    [],
+    "s",
+    ["s", b"sid", "start"],
+    ["s", "sid", "start", b"m"],
+    ["s", b"sid", "hello", b"m"],
+    ["s", b"sid", "start", "m"],
+    ["d", True, b"x"],
+    ["d", "7", b"x"],
+    ["d", 7, b"x", 1],
+    ["x", 7, b"x"],
+]
+
+
+@pytest.mark.parametrize("item", GOOD_ITEMS, ids=repr)
+def test_well_formed_inbox_items_parse(item):
+    assert _inbox_item(item) == item
+
+
+@pytest.mark.parametrize("item", FORGED_ITEMS, ids=repr)
+def test_every_forged_inbox_item_is_a_link_error(item):
+    with pytest.raises(LinkError) as info:
+        _inbox_item(item)
+    assert info.value.status == 502
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.binary(max_size=8) | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=5), max_leaves=12))  # fmt: skip
+def test_any_decoded_value_is_an_item_or_a_link_error(value):
+    try:
+        assert _inbox_item(value) == value
+    except LinkError as exc:
+        assert exc.status == 502

@@ -38,7 +38,7 @@ from ..crypto.suite import SUITES, get_suite
 from ..protocol import groupdata
 from ..protocol.coordinator import CoordinatorSession
 from ..protocol.errors import AbortReason, DecodeError, DropReason, Rejected
-from ..protocol.events import Aborted, Accepted, Broadcast, Committed, Dropped
+from ..protocol.events import BROADCAST_KINDS, Aborted, Accepted, Broadcast, Committed, Dropped
 from ..protocol.messages import ID_RE, MAX_GROUP_SIZE, MEMBER_MSG_MAX, Mode, decode
 from ..protocol.policy import MEMBER_ROLES
 from ..protocol.requests import MeterRequest, parse_request, verify_request
@@ -1619,7 +1619,7 @@ class Gateway:
 
     def session_message(self, group_id: str, kind: str) -> bytes:
         """One coordinator message (start, bundle1, bundle2, commit, abort) of the latest session."""
-        if kind not in ("start", "bundle1", "bundle2", "commit", "abort"):
+        if kind not in BROADCAST_KINDS:
             raise Invalid("kind must be start, bundle1, bundle2, commit or abort")
         _check_id(group_id, "group id")
         with self.store.read() as conn:

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..aiocoap_workarounds import reject_undecodable_strings
+from ..protocol.events import BROADCAST_KINDS
 
 REQUEST_TIMEOUT_S = 20.0
 MAX_RESPONSE = 1 << 20  # a response assembled from Block2 blocks (a round-2 bundle of 1,000 is ~150 KB)
@@ -44,6 +45,23 @@ def _group_ids(info: Any) -> list[str]:
     if not well_formed:
         raise LinkError(502, "malformed meter resource from the gateway")
     return [g["group_id"] for g in groups]
+
+
+def _inbox_item(obj: Any) -> list | None:
+    """One inbox item as the gateway shapes it (``["s", sid, kind, message|None]`` or ``["d", id,
+    message|None]``, or None in a first answer); any other shape (a tampered or forged notification:
+    plain CoAP is unauthenticated) is a LinkError, so the agent re-observes instead of crashing."""
+    if obj is None:
+        return None
+    if isinstance(obj, list) and obj and obj[0] == "s" and len(obj) == 4:
+        _, sid, kind, data = obj
+        if isinstance(sid, bytes) and kind in BROADCAST_KINDS and (data is None or isinstance(data, bytes)):
+            return obj
+    if isinstance(obj, list) and obj and obj[0] == "d" and len(obj) == 3:
+        _, msg_id, data = obj
+        if type(msg_id) is int and (data is None or isinstance(data, bytes)):
+            return obj
+    raise LinkError(502, "malformed inbox item from the gateway")
 
 
 def _rows(obj: Any, types: tuple[type, ...], what: str) -> list[tuple]:
@@ -295,11 +313,12 @@ class CoapLink:
         item (without the message) so the agent fetches it if an overwritten notification hid it.
         """
         async for note in self._observe(f"meters/{meter_id}/groups/{group_id}"):
-            if not isinstance(note, list) or len(note) < 2:
+            if not isinstance(note, list) or len(note) not in (2, 3) or type(note[0]) is not int:
                 raise LinkError(502, "malformed notification")
-            yield note[0], note[1]
-            if len(note) > 2 and note[2] is not None and note[2] != note[1]:
-                yield note[0], note[2]
+            latest = _inbox_item(note[2]) if len(note) > 2 else None
+            yield note[0], _inbox_item(note[1])
+            if latest is not None and latest != note[1]:
+                yield note[0], latest
 
     async def _observe(self, path: str) -> AsyncIterator[Any]:
         assert self.ctx is not None
@@ -421,10 +440,13 @@ class HttpLink:
             params = {"after": max(cursor, 0), "wait": 0 if cursor < 0 else 20}
             resp = await self._req("GET", f"meters/{meter_id}/groups/{group_id}/inbox", params=params)
             body = _loads(resp.content)
+            if not (isinstance(body, dict) and type(body.get("cursor")) is int and isinstance(body.get("items"), list)):
+                raise LinkError(502, "malformed inbox from the gateway")
+            items = [_inbox_item(item) for item in body["items"]]  # all checked before any is acted on
             if cursor < 0:
                 cursor = body["cursor"]
                 yield cursor, None  # like the CoAP link: the first answer carries no item
                 continue
-            for item in body["items"]:
+            for item in items:
                 yield body["cursor"], item
             cursor = body["cursor"]

@@ -20,12 +20,16 @@ class Send(Event):
     round: int  # 1, 2 or 3 (confirm)
 
 
+# The coordinator's broadcast kinds, in session order (an abort can end any round).
+BROADCAST_KINDS = ("start", "bundle1", "bundle2", "commit", "abort")
+
+
 @dataclass(frozen=True)
 class Broadcast(Event):
     """A coordinator message for every member of the session (start, bundle, commit, abort)."""
 
     data: bytes
-    kind: str  # "start" | "bundle1" | "bundle2" | "commit" | "abort"
+    kind: str  # one of BROADCAST_KINDS
 
 
 @dataclass(frozen=True)
