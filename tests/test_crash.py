@@ -51,7 +51,7 @@ import pytest
 from gridkey.crypto.identity import cert_to_pem
 from gridkey.datadir import DataDir
 from gridkey.meter.fleet import Fleet, Provisioned
-from helpers import FleetRunner, SidecarProc, epoch_problems, wait_for
+from helpers import FleetRunner, SidecarProc, committed_session_problems, epoch_problems, wait_for
 
 GROUP = "crash"
 METERS = [f"cm-{i}" for i in range(1, 6)]
@@ -305,16 +305,10 @@ def store_problems(db: Path, data: DataDir) -> list[str]:
             if (state in LIVE) != (s["ended_at"] is None):
                 problems.append(f"{name}: ended_at {s['ended_at']}")
 
-        # committed sessions <-> epoch rows, one to one
-        committed = {bytes(r["sid"]): r for r in q("SELECT * FROM sessions WHERE state = 'committed'")}
+        # committed sessions <-> epoch rows, one to one (in this snapshot)
+        problems += committed_session_problems(q)
         epoch_rows = q("SELECT * FROM epochs ORDER BY group_id, epoch")
-        by_sid = {bytes(e["sid"]): e for e in epoch_rows}
-        for sid, s in committed.items():
-            e = by_sid.get(sid)
-            if e is None or (e["group_id"], e["epoch"]) != (s["group_id"], s["epoch"]):
-                problems.append(f"committed session {sid.hex()} has no matching epoch row")
-        problems += [f"epoch row without a committed session: {sid.hex()}" for sid in by_sid if sid not in committed]
-        if len(by_sid) != len(epoch_rows):
+        if len({bytes(e["sid"]) for e in epoch_rows}) != len(epoch_rows):
             problems.append("two epoch rows share a session")
 
         # per group: epochs 1..current with distinct key ids, and the group's head points at the last
